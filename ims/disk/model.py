@@ -1,0 +1,90 @@
+"""A disk as an ordered list of data/zero extents plus random reads.
+
+Every format reader presents this; every writer consumes it. Nothing
+format-specific leaks past it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+#: Default unit of work for copying and streaming (bounded memory).
+BLOCK_SIZE = 4 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Extent:
+    """A run of the virtual disk that is either all data or all zeros."""
+
+    offset: int
+    length: int
+    zero: bool
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """What format probing may look at: the head, and the tail when known.
+
+    ``head`` is the first bytes of the image (up to ``PROBE_HEAD`` bytes,
+    fewer for a short image); ``tail`` is the last bytes when the total size is
+    known (fixed VHD keeps its footer there), else empty; ``size`` is the total
+    size or None for a stream whose end is not reached yet.
+    """
+
+    head: bytes
+    tail: bytes = b""
+    size: int | None = None
+
+
+#: How much of the head and tail probing is given.
+PROBE_HEAD = 64 * 1024
+PROBE_TAIL = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What inspection found, with field names borrowed from qemu-img info."""
+
+    format: str
+    virtual_size: int
+    actual_size: int | None = None
+    cluster_size: int | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class DiskReader(abc.ABC):
+    """Random and extent-wise read access to one virtual disk.
+
+    Readers never read outside the file they were opened on, and hold at
+    most a bounded amount of metadata in memory.
+    """
+
+    virtual_size: int
+
+    @abc.abstractmethod
+    def extents(self) -> Iterator[Extent]:
+        """Yield ordered, contiguous extents covering [0, virtual_size).
+
+        Adjacent extents of the same kind may or may not be merged; callers
+        must not rely on either.
+        """
+
+    @abc.abstractmethod
+    def read(self, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset`` (zeros where unallocated)."""
+
+    def close(self) -> None:
+        """Release what the reader holds; the underlying file is not closed."""
+
+    def __enter__(self) -> DiskReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Plugins loaded through stevedore: stores, formats, key managers."""

@@ -1,0 +1,1 @@
+"""Disk-image format plugins (the ``ims.formats`` namespace)."""
