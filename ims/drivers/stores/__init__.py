@@ -1,0 +1,1 @@
+"""Image data store plugins (the ``ims.stores`` namespace)."""

@@ -1,0 +1,104 @@
+"""The base interface of an image data store (``ims.stores``).
+
+A store moves bytes and nothing more: hashing, size caps, quotas and format
+checks happen in the core before chunks reach ``add``. A driver is one module
+with one ``Store`` subclass and one entry point line in setup.cfg; its options
+are a class attribute registered in the config group named after each store
+id that uses it.
+
+Life cycle: ``__init__`` (cheap) → ``configure()`` (checks options and
+reachability once at start-up; raises ConfigError) → requests.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
+
+from oslo_config import cfg
+
+
+class Capability(enum.Flag):
+    """What a store can do; narrowed by ``configure``."""
+
+    NONE = 0
+    READ = enum.auto()
+    WRITE = enum.auto()
+    RANDOM_READ = enum.auto()
+    DELETE = enum.auto()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """Where ``add`` put the data. The URL never holds credentials."""
+
+    url: str
+    size: int
+
+
+class Store(abc.ABC):
+    """One configured store: a backend driver bound to a store id."""
+
+    #: Options this driver reads from the store's own config group.
+    OPTS: ClassVar[list[cfg.Opt]] = []
+    #: What the code can do at most.
+    CAPABILITIES: ClassVar[Capability] = (
+        Capability.READ | Capability.WRITE | Capability.RANDOM_READ | Capability.DELETE
+    )
+    #: Short type name, as in ``enabled_backends = id:type``.
+    TYPE: ClassVar[str] = ""
+
+    def __init__(self, conf: cfg.ConfigOpts, store_id: str) -> None:
+        self.conf = conf
+        self.store_id = store_id
+        self.capabilities = self.CAPABILITIES
+
+    @property
+    def options(self) -> cfg.ConfigOpts.GroupAttr:
+        """This store's config group."""
+        return getattr(self.conf, self.store_id)
+
+    def configure(self) -> None:
+        """Check options and the backend once, before the first request."""
+
+    @abc.abstractmethod
+    def add(self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None) -> StoredObject:
+        """Store the chunks as one object for ``image_id`` and say where.
+
+        On any failure nothing is left behind in the store. Raises
+        StorageFull, StoreUnavailable or Duplicate.
+        """
+
+    @abc.abstractmethod
+    def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Yield the object's bytes from ``offset``, ``length`` of them (None: to the end).
+
+        Raises DataNotFound or StoreUnavailable, also from inside the iterator.
+        """
+
+    @abc.abstractmethod
+    def get_size(self, url: str) -> int:
+        """Return the stored object's size."""
+
+    @abc.abstractmethod
+    def delete(self, url: str) -> None:
+        """Remove the object; a missing object raises DataNotFound."""
+
+    def owns(self, url: str) -> bool:
+        """Tell whether ``url`` names an object in this store."""
+        return url.startswith(self.url_prefix())
+
+    @abc.abstractmethod
+    def url_prefix(self) -> str:
+        """Return the URL prefix of every object this store holds."""
+
+    def cleanup(self) -> int:
+        """Remove leftovers of interrupted writes; return how many."""
+        return 0
+
+    def describe(self) -> dict[str, object]:
+        """Return the public details shown by ``/v2/info/stores/detail``."""
+        return {}
