@@ -69,9 +69,7 @@ def probe(sample: Sample) -> str:
     Raises ImageFormatError when more than one format claims it.
     """
     matches = sorted(
-        name
-        for name, fmt in formats().items()
-        if fmt.detectable and _safe_probe(fmt, sample)
+        name for name, fmt in formats().items() if fmt.detectable and _safe_probe(fmt, sample)
     )
     if not matches:
         return "raw"

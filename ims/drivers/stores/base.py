@@ -65,7 +65,9 @@ class Store(abc.ABC):
         """Check options and the backend once, before the first request."""
 
     @abc.abstractmethod
-    def add(self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None) -> StoredObject:
+    def add(
+        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+    ) -> StoredObject:
         """Store the chunks as one object for ``image_id`` and say where.
 
         On any failure nothing is left behind in the store. Raises
