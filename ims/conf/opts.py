@@ -1,0 +1,35 @@
+"""Options for oslo-config-generator (the ``oslo.config.opts`` entry point)."""
+
+from __future__ import annotations
+
+import itertools
+
+from oslo_config import cfg
+from stevedore import ExtensionManager
+
+from ims.conf import api, database, default, image_format, store, wsgi
+
+
+def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    # NOTE(ims): store options live in a group named after each store id; the
+    # sample shows them under the driver type, to be copied per store.
+    mgr = ExtensionManager("ims.stores", invoke_on_load=False)
+    return sorted(
+        (f"{ext.name}_store_example", list(ext.plugin.OPTS)) for ext in mgr if ext.plugin.OPTS
+    )
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Return (group, options) pairs for every IMS option."""
+    return [
+        (
+            None,
+            list(itertools.chain(default.opts, store.default_opts, wsgi.bind_opts)),
+        ),
+        (api.GROUP, api.opts),
+        (database.GROUP, database.opts),
+        (image_format.GROUP, image_format.opts),
+        (store.GROUP, store.opts),
+        (wsgi.GROUP, wsgi.opts),
+        *_store_driver_opts(),
+    ]
