@@ -10,6 +10,7 @@ and body in exactly one error handler. Nothing here knows about HTTP.
     ├── Conflict ── Duplicate, InvalidStatusTransition, ImageLocked
     ├── Invalid ── BadRequest-like input errors
     │   └── ImageFormatError ── UnsafeImage, FormatMismatch
+    ├── InvalidRange
     ├── UnsupportedMediaType
     ├── TooLarge ── QuotaExceeded, StorageFull
     ├── Gone
@@ -124,6 +125,10 @@ class UnsafeImage(ImageFormatError):
 
 class FormatMismatch(ImageFormatError):
     _msg_fmt = "Image content is %(detected)s, not the declared %(declared)s"
+
+
+class InvalidRange(IMSError):
+    _msg_fmt = "Requested range %(range)s not satisfiable for %(size)s bytes"
 
 
 class UnsupportedMediaType(IMSError):

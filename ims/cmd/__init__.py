@@ -1,1 +1,1 @@
-"""Console scripts: ims-api, ims-manage, ims-img."""
+"""Console scripts."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: translates requests to core calls and results to responses."""

@@ -1,0 +1,141 @@
+"""Build the WSGI application: services once, resources, routes, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import falcon
+from oslo_config import cfg
+
+from ims.api.glance import discovery, errors, image_data, images, members, tasks
+from ims.api.glance.views import ImageView
+from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware
+from ims.api.middleware.versions import VersionNegotiation
+from ims.core import image_data as core_data
+from ims.core.image_data import ImageDataService
+from ims.core.images import ImageService
+from ims.core.members import MemberService
+from ims.core.stores import StoreRegistry
+from ims.core.tasks import TaskService
+from ims.db import migration
+from ims.db.session import Database, create_engine
+from ims.policy import Policy, make_enforcer
+
+IMPORT_METHODS: list[str] = []
+
+
+@dataclasses.dataclass
+class Services:
+    """Everything the resources need, built once per process."""
+
+    conf: cfg.ConfigOpts
+    db: Database
+    stores: StoreRegistry
+    policy: Policy
+    images: ImageService
+    members: MemberService
+    data: ImageDataService
+    tasks: TaskService
+
+
+def build_services(conf: cfg.ConfigOpts) -> Services:
+    engine = create_engine(
+        conf.database.connection,
+        pool_size=conf.database.max_pool_size,
+        max_overflow=conf.database.max_overflow,
+        pool_timeout=conf.database.pool_timeout,
+    )
+    if conf.database.auto_migrate:
+        migration.upgrade(engine)
+    database = Database(engine)
+    stores = StoreRegistry(conf)
+    policy = Policy(make_enforcer(conf))
+    image_service = ImageService(conf, database, policy, stores)
+    return Services(
+        conf=conf,
+        db=database,
+        stores=stores,
+        policy=policy,
+        images=image_service,
+        members=MemberService(conf, image_service),
+        data=ImageDataService(conf, image_service),
+        tasks=TaskService(image_service),
+    )
+
+
+def create_app(conf: cfg.ConfigOpts, services: Services | None = None) -> Any:
+    """Return the WSGI application for ``conf`` (auth middleware included)."""
+    services = services or build_services(conf)
+    multistore = services.stores.multistore
+    versions = discovery.advertised_versions(multistore)
+    app = falcon.App(
+        middleware=[
+            VersionNegotiation({f"v{v}" for v in versions}),
+            ContextMiddleware(conf.auth_strategy),
+        ],
+        cors_enable=False,
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = False
+    errors.install(app)
+    _add_routes(app, services, versions)
+    if conf.auth_strategy == "keystone":
+        return _with_keystone(app, conf)
+    return app
+
+
+def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
+    conf = s.conf
+    view = ImageView(
+        multistore=s.stores.multistore,
+        show_direct_url=conf.show_image_direct_url,
+        show_locations=conf.show_multiple_locations,
+        store_weight=s.stores.weight,
+    )
+    store_ids = [info.id for info in s.stores.infos()] if s.stores.multistore else None
+    version_doc = discovery.Versions(versions, conf.public_endpoint)
+    app.add_route("/", version_doc)
+    app.add_route("/versions", version_doc)
+
+    image_res = images.Images(s.images, view, conf, IMPORT_METHODS, store_ids)
+    app.add_route("/v2/images", image_res, suffix="collection")
+    app.add_route("/v2/images/{image_id}", image_res)
+    app.add_route("/v2/images/{image_id}/file", image_data.ImageFile(s.data, s.stores.multistore))
+    app.add_route("/v2/images/{image_id}/actions/deactivate", images.Deactivate(s.images))
+    app.add_route("/v2/images/{image_id}/actions/reactivate", images.Reactivate(s.images))
+    app.add_route("/v2/images/{image_id}/tags/{tag}", images.Tags(s.images))
+    member_res = members.Members(s.members, conf.api.max_request_body_size)
+    app.add_route("/v2/images/{image_id}/members", member_res, suffix="collection")
+    app.add_route("/v2/images/{image_id}/members/{member_id}", member_res)
+    app.add_route("/v2/images/{image_id}/tasks", tasks.ImageTasks(s.tasks))
+    task_res = tasks.Tasks(s.tasks, conf.api.limit_param_default, conf.api.api_limit_max)
+    app.add_route("/v2/tasks", task_res, suffix="collection")
+    app.add_route("/v2/tasks/{task_id}", task_res)
+
+    schema_docs = discovery.schema_documents(
+        tuple(conf.image_format.disk_formats), tuple(conf.image_format.container_formats), {}
+    )
+    app.add_route("/v2/schemas/{name}", discovery.Schemas(schema_docs))
+    app.add_route("/v2/info/import", discovery.ImportInfo(IMPORT_METHODS))
+    stores_info = discovery.StoresInfo(s.stores, s.policy)
+    app.add_route("/v2/info/stores", stores_info)
+    app.add_route("/v2/info/stores/detail", stores_info, suffix="detail")
+    app.add_route(
+        "/v2/info/usage", discovery.UsageInfo(functools.partial(core_data.usage, s.data))
+    )
+
+
+def _with_keystone(app: falcon.App, conf: cfg.ConfigOpts) -> Any:
+    from keystonemiddleware import auth_token
+
+    protected = auth_token.AuthProtocol(app, {"oslo_config_config": conf})
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        # Version discovery answers without a token, as Glance's does.
+        if environ.get("PATH_INFO", "/").rstrip("/") in {p.rstrip("/") for p in PUBLIC_PATHS}:
+            return app(environ, start_response)
+        return protected(environ, start_response)
+
+    return dispatch

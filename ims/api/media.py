@@ -1,0 +1,37 @@
+"""Reading request bodies: bounded JSON and the two JSON-patch dialects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from ims import errors
+
+JSON = "application/json"
+PATCH_V21 = "application/openstack-images-v2.1-json-patch"
+PATCH_V20 = "application/openstack-images-v2.0-json-patch"
+
+
+def media_type(req: falcon.Request) -> str:
+    return (req.content_type or "").split(";", 1)[0].strip().lower()
+
+
+def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JSON,)) -> Any:
+    """Read and parse a JSON body of at most ``max_size`` bytes."""
+    kind = media_type(req)
+    if kind and kind not in allowed:
+        raise errors.UnsupportedMediaType(content_type=kind)
+    length = req.content_length
+    if length is not None and length > max_size:
+        raise errors.TooLarge(f"Request body exceeds {max_size} bytes")
+    raw = req.bounded_stream.read(max_size + 1)
+    if len(raw) > max_size:
+        raise errors.TooLarge(f"Request body exceeds {max_size} bytes")
+    if not raw.strip():
+        raise errors.Invalid("Malformed JSON in request body: the body is empty.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as ex:
+        raise errors.Invalid(f"Malformed JSON in request body: {ex}") from None

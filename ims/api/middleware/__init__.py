@@ -1,0 +1,1 @@
+"""Cross-cutting request handling: request ids, identity, version negotiation."""

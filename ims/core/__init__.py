@@ -1,0 +1,1 @@
+"""The rules of IMS: plain Python, no HTTP."""
