@@ -1,0 +1,354 @@
+"""Helpers shared by the VM-hypervisor formats (vmdk, vhd, vhdx, vdi).
+
+Private to those modules: a bounds-checked positional reader over the image
+file, a generic reader for formats that map fixed-size guest blocks to host
+offsets, overlap bookkeeping for table validation, and the block iteration
+their writers use.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import io
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from ims import errors
+from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
+
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+#: One zero block, shared: zero data is compared against it and streamed from it.
+ZERO_BLOCK = bytes(BLOCK_SIZE)
+
+
+def bad(fmt: str, reason: str) -> errors.ImageFormatError:
+    """Build the error for content that does not parse as ``fmt``."""
+    return errors.ImageFormatError(format=fmt, reason=reason)
+
+
+def unsafe(fmt: str, reason: str) -> errors.UnsafeImage:
+    """Build the error for a feature of ``fmt`` that IMS refuses."""
+    return errors.UnsafeImage(format=fmt, reason=reason)
+
+
+class Source:
+    """Positional, bounds-checked reads of one image file.
+
+    Uses ``os.pread`` on the file descriptor when there is one (no shared file
+    position, so readers are thread safe and cheap); falls back to
+    seek+read under a lock for in-memory files.
+    """
+
+    def __init__(self, file: BinaryIO, fmt: str) -> None:
+        self.fmt = fmt
+        self._file = file
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        try:
+            fd = file.fileno()
+            os.fstat(fd)
+            self._fd = fd
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = None
+        try:
+            if self._fd is not None:
+                self.size = os.fstat(self._fd).st_size
+            else:
+                self.size = file.seek(0, os.SEEK_END)
+        except OSError as ex:
+            raise bad(fmt, f"cannot size the file: {ex}") from ex
+
+    def check(self, offset: int, length: int, what: str) -> None:
+        """Raise unless [offset, offset+length) lies inside the file."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise bad(
+                self.fmt,
+                f"{what} at offset {offset} (+{length}) is outside the file of {self.size} bytes",
+            )
+
+    def pread(self, offset: int, length: int, what: str = "data") -> bytes:
+        """Return exactly ``length`` bytes at ``offset`` or raise."""
+        self.check(offset, length, what)
+        if self._fd is not None:
+            data = os.pread(self._fd, length, offset)
+            if len(data) < length:  # a short read on a regular file: go on.
+                parts = [data]
+                got = len(data)
+                while got < length:
+                    more = os.pread(self._fd, length - got, offset + got)
+                    if not more:
+                        raise bad(self.fmt, f"{what} truncated at offset {offset + got}")
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+            return data
+        with self._lock:
+            self._file.seek(offset)
+            data = self._file.read(length)
+        if len(data) != length:
+            raise bad(self.fmt, f"{what} truncated at offset {offset}")
+        return data
+
+    def readinto(self, view: memoryview, offset: int, what: str = "data") -> None:
+        """Fill ``view`` from ``offset`` or raise."""
+        length = len(view)
+        self.check(offset, length, what)
+        if self._fd is not None:
+            got = 0
+            while got < length:
+                n = os.preadv(self._fd, [view[got:]], offset + got)
+                if n <= 0:
+                    raise bad(self.fmt, f"{what} truncated at offset {offset + got}")
+                got += n
+            return
+        view[:] = self.pread(offset, length, what)
+
+
+class MappedReader(DiskReader):
+    """A disk whose guest ranges map to host ranges of one file, or to zeros.
+
+    Subclasses implement ``_runs``; extents and reads follow from it. Reads
+    coalesce host-contiguous runs into one positional read each.
+    """
+
+    #: Guest bytes looked at per ``_runs`` call while listing extents; bounds
+    #: the table slice a subclass reads at once.
+    extent_chunk = 64 * GiB
+
+    def __init__(self, source: Source, virtual_size: int) -> None:
+        self.source = source
+        self.virtual_size = virtual_size
+
+    @abc.abstractmethod
+    def _runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(guest_offset, length, host_offset)`` covering the range in order.
+
+        ``host_offset`` is -1 where the disk reads as zeros.
+        """
+
+    def extents(self) -> Iterator[Extent]:
+        start = 0
+        cur_zero: bool | None = None
+        cur_start = 0
+        pos = 0
+        while start < self.virtual_size:
+            length = min(self.extent_chunk, self.virtual_size - start)
+            for goff, glen, host in self._runs(start, length):
+                zero = host < 0
+                if zero != cur_zero:
+                    if cur_zero is not None:
+                        yield Extent(cur_start, goff - cur_start, cur_zero)
+                    cur_zero = zero
+                    cur_start = goff
+                pos = goff + glen
+            start += length
+        if cur_zero is not None:
+            yield Extent(cur_start, pos - cur_start, cur_zero)
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+            raise ValueError(
+                f"read of {length} bytes at {offset} is outside the disk of "
+                f"{self.virtual_size} bytes"
+            )
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        runs = _coalesce(self._runs(offset, length))
+        if len(runs) == 1:
+            goff, glen, host = runs[0]
+            if host < 0:
+                return bytes(glen)
+            return self.source.pread(host, glen)
+        buf = bytearray(length)
+        view = memoryview(buf)
+        for goff, glen, host in runs:
+            if host >= 0:
+                rel = goff - offset
+                self.source.readinto(view[rel : rel + glen], host)
+        return bytes(buf)
+
+
+def _coalesce(runs: Iterator[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Merge neighbouring runs that are contiguous on the host (or both zero)."""
+    out: list[tuple[int, int, int]] = []
+    for goff, glen, host in runs:
+        if out:
+            pgoff, pglen, phost = out[-1]
+            if (phost < 0 and host < 0) or (phost >= 0 and host >= 0 and phost + pglen == host):
+                out[-1] = (pgoff, pglen + glen, phost)
+                continue
+        out.append((goff, glen, host))
+    return out
+
+
+class UnitMap:
+    """Which fixed-size units of a file are taken, one bit each.
+
+    Lets table validation find two table entries (or an entry and metadata)
+    claiming the same part of the file with memory of one bit per unit.
+    """
+
+    def __init__(self, file_size: int, unit: int) -> None:
+        self.unit = unit
+        self.bits = bytearray(file_size // unit // 8 + 2)
+
+    def claim(self, offset: int, length: int) -> bool:
+        """Mark [offset, offset+length) taken; False if any unit was already."""
+        first = offset // self.unit
+        last = (offset + length - 1) // self.unit
+        bits = self.bits
+        for unit in range(first, last + 1):
+            mask = 1 << (unit & 7)
+            if bits[unit >> 3] & mask:
+                return False
+            bits[unit >> 3] |= mask
+        return True
+
+
+class SpanBuckets:
+    """Exact overlap check of equal-length ranges at arbitrary offsets.
+
+    A file cut into buckets of the range length holds at most one range start
+    per bucket when ranges do not overlap, so one slot per bucket and a look
+    at the neighbours is enough (4 bytes per ``span`` bytes of file).
+    """
+
+    def __init__(self, file_size: int, span: int) -> None:
+        import array
+
+        self.span = span
+        self.slots = array.array("q", [-1]) * (file_size // span + 2)
+
+    def claim(self, offset: int) -> bool:
+        """Record a range at ``offset``; False if it overlaps a recorded one."""
+        span = self.span
+        bucket = offset // span
+        slots = self.slots
+        if slots[bucket] >= 0:
+            return False
+        for near in (bucket - 1, bucket + 1):
+            if 0 <= near < len(slots):
+                other = slots[near]
+                if other >= 0 and abs(other - offset) < span:
+                    return False
+        slots[bucket] = offset
+        return True
+
+
+def iter_data_windows(
+    reader: DiskReader, window: int
+) -> Iterator[tuple[int, bytes | bytearray | memoryview]]:
+    """Yield ``(offset, data)`` for each ``window``-aligned window holding data.
+
+    Windows without any data extent are skipped; parts of a window that are
+    zero extents come out as zeros. The last window may be short.
+    """
+    size = reader.virtual_size
+    pending: int | None = None
+    pieces: list[tuple[int, int]] = []
+
+    def assemble(w: int) -> bytes | bytearray:
+        wlen = min(window, size - w)
+        if len(pieces) == 1 and pieces[0] == (w, w + wlen):
+            return reader.read(w, wlen)
+        buf = bytearray(wlen)
+        for start, end in pieces:
+            buf[start - w : end - w] = reader.read(start, end - start)
+        return buf
+
+    for ext in reader.extents():
+        if ext.zero or ext.length == 0:
+            continue
+        pos = ext.offset
+        end = min(ext.end, size)
+        while pos < end:
+            w = pos - pos % window
+            piece_end = min(end, w + window)
+            if pending is not None and w != pending:
+                yield pending, assemble(pending)
+                pieces = []
+            pending = w
+            pieces.append((pos, piece_end))
+            pos = piece_end
+    if pending is not None:
+        yield pending, assemble(pending)
+
+
+@functools.lru_cache(maxsize=16)
+def zeros(length: int) -> bytes:
+    """Return ``length`` zero bytes, cached for the few sizes writers use."""
+    return bytes(length)
+
+
+def is_zero(data: bytes | bytearray) -> bool:
+    """Tell whether ``data`` is all zero bytes (memcmp against a cached block)."""
+    return data == zeros(len(data))
+
+
+def parse_options(
+    fmt: str, options: dict[str, str] | None, allowed: dict[str, tuple[str, ...] | None]
+) -> dict[str, str]:
+    """Check writer options against ``allowed`` (name → choices or None)."""
+    options = dict(options or {})
+    for key, value in options.items():
+        if key not in allowed:
+            raise errors.Invalid(f"Unknown {fmt} option '{key}'")
+        choices = allowed[key]
+        if choices is not None and value not in choices:
+            raise errors.Invalid(
+                f"Invalid {fmt} option {key}={value!r}; expected one of {', '.join(choices)}"
+            )
+    return options
+
+
+def write_zeros(out: BinaryIO, length: int) -> None:
+    """Write ``length`` zero bytes from the shared zero block."""
+    while length > 0:
+        n = min(length, BLOCK_SIZE)
+        out.write(ZERO_BLOCK[:n] if n != BLOCK_SIZE else ZERO_BLOCK)
+        length -= n
+
+
+def skip_zeros(out: BinaryIO, length: int, seekable: bool) -> None:
+    """Advance ``out`` by ``length`` zero bytes: a hole if seekable, else zeros."""
+    if seekable:
+        out.seek(length, os.SEEK_CUR)
+    else:
+        write_zeros(out, length)
+
+
+def is_seekable(out: BinaryIO) -> bool:
+    """Tell whether ``out`` can seek (and be truncated for holes)."""
+    try:
+        return bool(out.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def pool() -> ThreadPoolExecutor:
+    """Return the shared (de)compression pool, one thread per core.
+
+    zlib releases the GIL, so these threads use every core. Callers bound how
+    much work they keep queued; tasks never submit tasks.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ims-vmfmt"
+            )
+        return _POOL
