@@ -104,6 +104,8 @@ def _find_subfield(head: bytes) -> tuple[bytes, int]:
         raise _fail("not a gzip stream")
     if head[2] != CM_DEFLATE:
         raise _fail(f"gzip compression method {head[2]} is not deflate")
+    if not head[3] & FEXTRA:
+        raise _fail("gzip stream without the IMS subfield (a plain .gz, not zvhd)")
     if head[3] != FEXTRA:
         raise _fail(f"gzip flags 0x{head[3]:02x} are not FEXTRA alone")
     (xlen,) = _U16.unpack_from(head, 10)
