@@ -135,7 +135,8 @@ class ImageService:
         if not isinstance(body, dict):
             raise errors.Invalid("Image body must be a JSON object")
         for key in body:
-            self._check_writable(key)
+            if key != "id":
+                self._check_writable(key)
         owner = body.get("owner", ctx.project_id)
         if owner != ctx.project_id and not ctx.is_admin:
             raise errors.Forbidden(f"You are not permitted to create images owned by '{owner}'.")
