@@ -1,0 +1,741 @@
+"""VMDK (VMware): monolithicSparse and streamOptimized, read and written.
+
+A hosted sparse extent (little endian) starts with a 512-byte ``KDMV``
+header, an embedded text descriptor, a grain directory (GD) of u32 sector
+offsets of grain tables (GT), GTs of 512 u32 grain sector offsets, and the
+grains. streamOptimized files compress every grain with zlib behind a
+12-byte grain marker (lba, size) and usually keep GTs and GD after the
+grains, with the real header in a footer 1 KiB before the end
+(gdOffset = GD_AT_END).
+
+Only single-file disks are accepted: any descriptor that names other files
+(monolithicFlat, twoGbMaxExtent*, vmfs*, custom, extent paths) is refused,
+since qemu opens whatever path an extent line names (CVE-2022-47951).
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import os
+import re
+import secrets
+import struct
+import sys
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ims import errors
+from ims.disk.model import BLOCK_SIZE, DiskReader, ImageInfo, Sample
+from ims.drivers.formats._vmcommon import (
+    MappedReader,
+    MiB,
+    Source,
+    TiB,
+    UnitMap,
+    bad,
+    is_seekable,
+    is_zero,
+    iter_data_windows,
+    parse_options,
+    pool,
+    unsafe,
+)
+from ims.drivers.formats.base import DiskFormat
+
+FMT = "vmdk"
+MAGIC = b"KDMV"
+COWD_MAGIC = b"COWD"
+SECTOR = 512
+GD_AT_END = 0xFFFFFFFFFFFFFFFF
+GTES = 512
+GT_BYTES = GTES * 4
+NL_CHECK = b"\n \r\n"
+FLAG_NL_TEST = 1
+FLAG_RGD = 2
+FLAG_ZERO_GRAIN = 4
+FLAG_COMPRESSED = 1 << 16
+FLAG_MARKERS = 1 << 17
+GTE_ZEROED = 1
+MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
+#: qemu reads descriptors with a 1 MiB - 1 cap; so do we.
+MAX_DESCRIPTOR = MiB - 1
+#: Grain bounds in sectors: VMware and qemu always write 128 (64 KiB); the
+#: cap bounds what one compressed grain may make us allocate.
+MIN_GRAIN, MAX_GRAIN = 8, 2048
+MAX_CAPACITY = 64 * TiB
+#: GD entries at most: 64 TiB at 64 KiB grains.
+MAX_GD = 1 << 21
+#: Grain size IMS writes (sectors), as VMware and qemu do.
+WRITE_GRAIN = 128
+#: zlib level for streamOptimized grains (zlib's default, as qemu uses).
+COMPRESS_LEVEL = 6
+SUBFORMATS = ("monolithicSparse", "streamOptimized")
+ADAPTERS = ("ide", "buslogic", "lsilogic", "legacyESX")
+
+_HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
+_MARKER = struct.Struct("<QII")
+_GRAIN_MARKER = struct.Struct("<QI")
+_EXTENT_RE = re.compile(
+    r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)"(?:\s+(\d+))?)?\s*$', re.IGNORECASE
+)
+_ACCESS_RE = re.compile(r"^(RW|RDONLY|NOACCESS)\b", re.IGNORECASE)
+_VERSION_RE = re.compile(r"^version\s*=\s*\d+\s*$", re.IGNORECASE)
+
+
+class _Header:
+    def __init__(self, raw: bytes) -> None:
+        (
+            self.magic,
+            self.version,
+            self.flags,
+            self.capacity,
+            self.grain,
+            self.desc_off,
+            self.desc_size,
+            self.num_gtes,
+            self.rgd_off,
+            self.gd_off,
+            self.overhead,
+            self.unclean,
+            self.nl,
+            self.algo,
+        ) = _HEADER.unpack_from(raw)
+
+
+class _Descriptor:
+    """What the text descriptor says, parsed without trusting it."""
+
+    def __init__(self, text: str) -> None:
+        self.keys: dict[str, str] = {}
+        self.extents: list[tuple[str, int, str, str | None, int | None]] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if _ACCESS_RE.match(line):
+                match = _EXTENT_RE.match(line)
+                if not match:
+                    raise bad(FMT, f"malformed extent line {line[:80]!r}")
+                access, sectors, kind, name, offset = match.groups()
+                self.extents.append(
+                    (
+                        access.upper(),
+                        int(sectors),
+                        kind.upper(),
+                        name,
+                        int(offset) if offset else None,
+                    )
+                )
+                continue
+            key, sep, value = line.partition("=")
+            if sep:
+                self.keys[key.strip().lower()] = value.strip().strip('"')
+
+    def refusals(self) -> list[str]:
+        """Return every reason this descriptor needs files other than its own."""
+        reasons = []
+        for _access, _sectors, _kind, name, _off in self.extents:
+            if name is not None and ("/" in name or "\\" in name):
+                reasons.append(
+                    f"extent file {name[:200]!r} is a path to another file (CVE-2022-47951)"
+                )
+        create = self.keys.get("createtype")
+        if create is not None and create.lower() not in {s.lower() for s in SUBFORMATS}:
+            reasons.append(f"createType {create[:60]!r} stores the disk in other files")
+        if len(self.extents) > 1:
+            reasons.append(f"{len(self.extents)} extents: the disk spans other files")
+        if self.keys.get("parentcid", "ffffffff").lower() != "ffffffff":
+            reasons.append("parentCID is set: delta disk with a parent")
+        if "parentfilenamehint" in self.keys:
+            reasons.append("parentFileNameHint names a parent disk")
+        for access, _sectors, kind, _name, _off in self.extents:
+            if access != "RW" or kind != "SPARSE":
+                reasons.append(f"extent is {access} {kind}, not a plain RW SPARSE extent")
+        return reasons
+
+
+def _looks_like_descriptor(head: bytes) -> bool:
+    """Tell whether ``head`` starts like a text descriptor (qemu probes these)."""
+    for count, line in enumerate(head[:4096].split(b"\n")):
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            if count > 64:
+                return False
+            continue
+        return bool(_VERSION_RE.match(line.decode("latin-1")))
+    return False
+
+
+def _inflate(data: bytes | memoryview, want: int, grain_bytes: int) -> bytes:
+    """Decompress one grain, refusing anything but one complete zlib stream."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, grain_bytes)
+        if not inflater.eof:
+            if inflater.decompress(inflater.unconsumed_tail, 1):
+                raise bad(FMT, "a compressed grain inflates past the grain size")
+    except zlib.error as ex:
+        raise bad(FMT, f"corrupt compressed grain: {ex}") from None
+    if not inflater.eof:
+        raise bad(FMT, "a compressed grain is truncated")
+    if len(out) < want:
+        raise bad(FMT, f"a compressed grain inflates to {len(out)} bytes, not {want}")
+    return out
+
+
+class VmdkReader(MappedReader):
+    """Reads of a validated hosted sparse or streamOptimized extent."""
+
+    def __init__(self, source: Source, hdr: _Header, gd_off: int, ngd: int) -> None:
+        super().__init__(source, hdr.capacity * SECTOR)
+        self._grain = hdr.grain * SECTOR
+        self._gd = gd_off
+        self._ngd = ngd
+        self._zero_grain = bool(hdr.flags & FLAG_ZERO_GRAIN)
+        self._compressed = hdr.algo == 1
+        self.extent_chunk = self._grain * GTES * 4096
+
+    def _gtes(self, first: int, last: int) -> Iterator[tuple[int, int]]:
+        """Yield ``(grain, gte)`` for grains first..last; 0 means unallocated."""
+        g0, g1 = first // GTES, last // GTES
+        raw = self.source.pread(self._gd + g0 * 4, (g1 - g0 + 1) * 4, "grain directory")
+        for i, gt_sector in enumerate(struct.unpack(f"<{g1 - g0 + 1}I", raw)):
+            gt = g0 + i
+            lo = max(first, gt * GTES)
+            hi = min(last, gt * GTES + GTES - 1)
+            if gt_sector == 0:
+                for grain in range(lo, hi + 1):
+                    yield grain, 0
+                continue
+            table = self.source.pread(
+                gt_sector * SECTOR + (lo % GTES) * 4, (hi - lo + 1) * 4, "grain table"
+            )
+            yield from zip(
+                range(lo, hi + 1), struct.unpack(f"<{hi - lo + 1}I", table), strict=True
+            )
+
+    def _runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        gb = self._grain
+        end = offset + length
+        pos = offset
+        for grain, gte in self._gtes(offset // gb, (end - 1) // gb):
+            gstart = grain * gb
+            seg_end = min(end, gstart + gb)
+            if gte == 0 or (gte == GTE_ZEROED and self._zero_grain):
+                yield pos, seg_end - pos, -1
+            elif self._compressed:
+                # Extents only need "data"; read() handles compressed grains.
+                yield pos, seg_end - pos, gte * SECTOR
+            else:
+                yield pos, seg_end - pos, gte * SECTOR + (pos - gstart)
+            pos = seg_end
+
+    def read(self, offset: int, length: int) -> bytes:
+        if not self._compressed:
+            return super().read(offset, length)
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        gb = self._grain
+        end = offset + length
+        grains = [
+            (grain, gte)
+            for grain, gte in self._gtes(offset // gb, (end - 1) // gb)
+            if gte and not (gte == GTE_ZEROED and self._zero_grain)
+        ]
+        buf = bytearray(length)
+        if grains:
+            work = self._fetch(grains)
+            if len(work) >= 8:
+                workers = pool()._max_workers
+                step = -(-len(work) // workers)
+                futures = [
+                    pool().submit(self._inflate_into, buf, offset, end, work[i : i + step])
+                    for i in range(0, len(work), step)
+                ]
+                for future in futures:
+                    future.result()
+            else:
+                self._inflate_into(buf, offset, end, work)
+        return bytes(buf)
+
+    def _fetch(self, grains: list[tuple[int, int]]) -> list[tuple[int, memoryview]]:
+        """Read the compressed payload of each grain, in as few reads as possible."""
+        gb = self._grain
+        limit = 2 * gb  # qemu's bound on marker + compressed data
+        size = self.source.size
+        work: list[tuple[int, memoryview]] = []
+        i = 0
+        while i < len(grains):
+            # A run of grains stored close together in the file: one read.
+            j = i
+            start = grains[i][1] * SECTOR
+            while (
+                j + 1 < len(grains)
+                and 0 < grains[j + 1][1] * SECTOR - grains[j][1] * SECTOR <= limit
+                and grains[j + 1][1] * SECTOR - start < 16 * MiB
+            ):
+                j += 1
+            span_end = min(size, grains[j][1] * SECTOR + limit)
+            if start + _GRAIN_MARKER.size > size:
+                raise bad(FMT, f"grain {grains[i][0]} points past the end of the file")
+            blob = memoryview(self.source.pread(start, span_end - start, "grain"))
+            for grain, gte in grains[i : j + 1]:
+                rel = gte * SECTOR - start
+                if rel + _GRAIN_MARKER.size > len(blob):
+                    raise bad(FMT, f"grain {grain} marker is truncated")
+                lba, csize = _GRAIN_MARKER.unpack_from(blob, rel)
+                if lba != grain * (gb // SECTOR):
+                    raise bad(FMT, f"grain {grain} marker names sector {lba}")
+                if csize == 0 or csize > limit - _GRAIN_MARKER.size:
+                    raise bad(FMT, f"grain {grain} has a bad compressed size {csize}")
+                data_start = rel + _GRAIN_MARKER.size
+                if data_start + csize > len(blob):
+                    raise bad(FMT, f"grain {grain} is truncated")
+                work.append((grain, blob[data_start : data_start + csize]))
+            i = j + 1
+        return work
+
+    def _inflate_into(
+        self, buf: bytearray, offset: int, end: int, work: list[tuple[int, memoryview]]
+    ) -> None:
+        gb = self._grain
+        for grain, data in work:
+            gstart = grain * gb
+            want = min(gb, self.virtual_size - gstart)
+            plain = _inflate(data, want, gb)
+            lo = max(offset, gstart)
+            hi = min(end, gstart + want)
+            buf[lo - offset : hi - offset] = plain[lo - gstart : hi - gstart]
+
+
+class VmdkFormat(DiskFormat):
+    """Single-file VMDK: monolithicSparse and streamOptimized."""
+
+    name = FMT
+    streaming_write = True
+
+    def probe(self, sample: Sample) -> bool:
+        head = sample.head
+        return head[:4] in (MAGIC, COWD_MAGIC) or _looks_like_descriptor(head)
+
+    def inspect(self, file: BinaryIO) -> ImageInfo:
+        src = Source(file, FMT)
+        return self._parse(src)[0]
+
+    def open(self, file: BinaryIO) -> DiskReader:
+        src = Source(file, FMT)
+        _info, hdr, gd_off, ngd = self._parse(src)
+        return VmdkReader(src, hdr, gd_off, ngd)
+
+    # -- parsing -----------------------------------------------------------
+
+    def _parse(self, src: Source) -> tuple[ImageInfo, _Header, int, int]:
+        if src.size < SECTOR:
+            head = src.pread(0, src.size, "header")
+        else:
+            head = src.pread(0, SECTOR, "header")
+        if head[:4] == COWD_MAGIC:
+            raise unsafe(FMT, "ESX vmfsSparse (COWD) extents are not supported")
+        if head[:4] != MAGIC:
+            self._refuse_descriptor_file(src)
+        if len(head) < SECTOR:
+            raise bad(FMT, "file is shorter than the header")
+        hdr = _Header(head)
+        if hdr.gd_off == GD_AT_END:
+            hdr = self._read_footer(src, hdr)
+        self._check_header(src, hdr)
+        desc = self._read_descriptor(src, hdr)
+        grain_bytes = hdr.grain * SECTOR
+        ngd = -(-hdr.capacity // (GTES * hdr.grain))
+        if ngd > MAX_GD:
+            raise unsafe(FMT, f"grain directory of {ngd} entries is too large")
+        if hdr.gd_off == 0 or hdr.gd_off * SECTOR + ngd * 4 > src.size:
+            raise bad(FMT, f"grain directory at sector {hdr.gd_off} is outside the file")
+        gd_off = hdr.gd_off * SECTOR
+        self._check_tables(src, hdr, gd_off, ngd)
+        compressed = hdr.algo == 1
+        details: dict[str, object] = {
+            "subformat": "streamOptimized" if compressed else "monolithicSparse",
+            "version": hdr.version,
+            "create_type": desc.keys.get("createtype") if desc else None,
+        }
+        if desc and "cid" in desc.keys:
+            details["cid"] = desc.keys["cid"][:8]
+        info = ImageInfo(FMT, hdr.capacity * SECTOR, src.size, grain_bytes, details)
+        return info, hdr, gd_off, ngd
+
+    @staticmethod
+    def _refuse_descriptor_file(src: Source) -> None:
+        """Explain why a descriptor-only (multi-file) VMDK is refused."""
+        if src.size > MAX_DESCRIPTOR:
+            raise bad(FMT, "not a VMDK: no KDMV header and too large for a descriptor")
+        text = src.pread(0, src.size, "descriptor").split(b"\0", 1)[0]
+        if not _looks_like_descriptor(text):
+            raise bad(FMT, "no KDMV header and no descriptor")
+        desc = _Descriptor(text.decode("utf-8", "replace"))
+        reasons = desc.refusals() or ["a descriptor file always names other files"]
+        raise unsafe(FMT, "descriptor-only VMDK: " + "; ".join(reasons))
+
+    @staticmethod
+    def _read_footer(src: Source, hdr: _Header) -> _Header:
+        """Return the footer header of a GD_AT_END file, checking its markers."""
+        end = src.size // SECTOR * SECTOR
+        if end < 4 * SECTOR:
+            raise bad(FMT, "GD_AT_END but the file is too short for a footer")
+        tail = src.pread(end - 3 * SECTOR, 3 * SECTOR, "footer")
+        _n, size, kind = _MARKER.unpack_from(tail, 0)
+        eos_n, eos_size, eos_kind = _MARKER.unpack_from(tail, 2 * SECTOR)
+        if size != 0 or kind != MARKER_FOOTER:
+            raise bad(FMT, "GD_AT_END but no footer marker")
+        if eos_n != 0 or eos_size != 0 or eos_kind != MARKER_EOS:
+            raise bad(FMT, "GD_AT_END but no end-of-stream marker")
+        footer = _Header(tail[SECTOR : 2 * SECTOR])
+        if footer.magic != MAGIC:
+            raise bad(FMT, "footer has no KDMV magic")
+        if footer.gd_off == GD_AT_END:
+            raise bad(FMT, "footer has no grain directory offset")
+        if (footer.capacity, footer.grain, footer.desc_off, footer.desc_size) != (
+            hdr.capacity,
+            hdr.grain,
+            hdr.desc_off,
+            hdr.desc_size,
+        ):
+            raise bad(FMT, "footer and header disagree")
+        return footer
+
+    @staticmethod
+    def _check_header(src: Source, hdr: _Header) -> None:
+        if not 1 <= hdr.version <= 3:
+            raise bad(FMT, f"unsupported version {hdr.version}")
+        if hdr.capacity == 0 and hdr.desc_off:
+            raise unsafe(
+                FMT, "capacity 0 with a descriptor: qemu would open it as a descriptor file"
+            )
+        if hdr.flags & FLAG_NL_TEST and hdr.nl != NL_CHECK:
+            raise bad(FMT, "newline check bytes are damaged (text-mode transfer?)")
+        if hdr.unclean:
+            raise unsafe(FMT, "unclean shutdown flag is set: metadata may be inconsistent")
+        if hdr.algo not in (0, 1):
+            raise bad(FMT, f"unknown compression algorithm {hdr.algo}")
+        if (hdr.algo == 1) != bool(hdr.flags & FLAG_MARKERS):
+            raise bad(FMT, "compressed grains without markers (or the reverse) are unsupported")
+        if hdr.grain & (hdr.grain - 1) or not MIN_GRAIN <= hdr.grain <= MAX_GRAIN:
+            raise unsafe(FMT, f"grain size of {hdr.grain} sectors is out of bounds")
+        if hdr.num_gtes != GTES:
+            raise unsafe(FMT, f"{hdr.num_gtes} entries per grain table, not {GTES}")
+        if hdr.capacity * SECTOR > MAX_CAPACITY:
+            raise unsafe(FMT, f"capacity of {hdr.capacity} sectors exceeds 64 TiB")
+        if hdr.overhead * SECTOR > src.size:
+            raise bad(FMT, f"file truncated: expected at least {hdr.overhead} sectors")
+
+    @staticmethod
+    def _read_descriptor(src: Source, hdr: _Header) -> _Descriptor | None:
+        if hdr.desc_off == 0:
+            return None
+        if hdr.desc_size * SECTOR > MAX_DESCRIPTOR:
+            raise unsafe(FMT, f"embedded descriptor of {hdr.desc_size} sectors exceeds 1 MiB")
+        if hdr.desc_off * SECTOR + hdr.desc_size * SECTOR > src.size:
+            raise bad(FMT, "embedded descriptor is outside the file")
+        raw = src.pread(hdr.desc_off * SECTOR, hdr.desc_size * SECTOR, "descriptor")
+        desc = _Descriptor(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        reasons = desc.refusals()
+        if reasons:
+            raise unsafe(FMT, "; ".join(reasons))
+        if desc.extents:
+            _access, sectors, _kind, name, ext_off = desc.extents[0]
+            if sectors != hdr.capacity:
+                raise bad(FMT, f"extent of {sectors} sectors, header says {hdr.capacity}")
+            if not name or ext_off:
+                raise unsafe(FMT, "the extent is not this file")
+        return desc
+
+    @staticmethod
+    def _check_tables(src: Source, hdr: _Header, gd_off: int, ngd: int) -> None:
+        """Check every GT and grain offset against the file before trusting them."""
+        grain_bytes = hdr.grain * SECTOR
+        compressed = hdr.algo == 1
+        zero_grain = bool(hdr.flags & FLAG_ZERO_GRAIN)
+        gd = struct.unpack(f"<{ngd}I", src.pread(gd_off, ngd * 4, "grain directory"))
+        tables = sum(1 for sector in gd if sector)
+        if tables * GT_BYTES > src.size:
+            raise bad(FMT, "more grain tables than the file can hold")
+        # NOTE(ims): grains of every known writer sit on grain boundaries; the
+        # overlap check covers those (one bit per grain of file) and bounds
+        # the rest by position only.
+        used = UnitMap(src.size, grain_bytes) if not compressed else None
+        capacity_bytes = hdr.capacity * SECTOR
+        min_sector = max(hdr.overhead, 1)
+        for gt_index, gt_sector in enumerate(gd):
+            if gt_sector == 0:
+                continue
+            if gt_sector * SECTOR + GT_BYTES > src.size:
+                raise bad(FMT, f"grain table {gt_index} is outside the file")
+            table = array.array("I", src.pread(gt_sector * SECTOR, GT_BYTES, "grain table"))
+            if sys.byteorder != "little":
+                table.byteswap()
+            if not any(table):
+                continue
+            for i, gte in enumerate(table):
+                if gte == 0 or (gte == GTE_ZEROED and zero_grain):
+                    continue
+                grain = gt_index * GTES + i
+                gstart = grain * grain_bytes
+                if gstart >= capacity_bytes:
+                    raise bad(FMT, f"grain {grain} is past the end of the disk")
+                host = gte * SECTOR
+                if gte < min_sector:
+                    raise bad(FMT, f"grain {grain} points into the metadata")
+                if compressed:
+                    if host + _GRAIN_MARKER.size > src.size:
+                        raise bad(FMT, f"grain {grain} points past the end of the file")
+                    continue
+                need = min(grain_bytes, capacity_bytes - gstart)
+                if host + need > src.size:
+                    raise bad(FMT, f"grain {grain} points past the end of the file")
+                if used is not None and host % grain_bytes == 0 and not used.claim(host, 1):
+                    raise bad(FMT, f"grain {grain} shares its data with another grain")
+
+    # -- writing -------------------------------------------------------------
+
+    def can_write(self) -> bool:
+        return True
+
+    def write(
+        self, reader: DiskReader, out: BinaryIO, options: dict[str, str] | None = None
+    ) -> None:
+        """Write monolithicSparse (seekable output) or streamOptimized (any output)."""
+        opts = parse_options(FMT, options, {"subformat": SUBFORMATS, "adapter_type": ADAPTERS})
+        subformat = opts.get("subformat", "monolithicSparse")
+        capacity = -(-reader.virtual_size // SECTOR)
+        if capacity * SECTOR > MAX_CAPACITY:
+            raise errors.Invalid(f"A VMDK holds at most 64 TiB, not {reader.virtual_size} bytes")
+        name = os.path.basename(str(getattr(out, "name", "") or ""))
+        if not name or not re.fullmatch(r"[A-Za-z0-9._+-]{1,200}", name):
+            name = "disk.vmdk"
+        adapter = opts.get("adapter_type", "ide")
+        if subformat == "streamOptimized":
+            _StreamWriter(out, capacity, name, adapter).write(reader)
+        else:
+            if not is_seekable(out):
+                raise errors.Invalid("monolithicSparse VMDK needs a seekable output")
+            _SparseWriter(out, capacity, name, adapter).write(reader)
+
+
+def _descriptor(capacity: int, create_type: str, name: str, adapter: str) -> bytes:
+    heads = 16 if adapter == "ide" else 255
+    lines = [
+        "# Disk DescriptorFile",
+        "version=1",
+        f"CID={secrets.randbits(32):08x}",
+        "parentCID=ffffffff",
+        f'createType="{create_type}"',
+        "",
+        "# Extent description",
+        f'RW {capacity} SPARSE "{name}"',
+        "",
+        "# The Disk Data Base",
+        "#DDB",
+        "",
+        'ddb.virtualHWVersion = "4"',
+        f'ddb.geometry.cylinders = "{capacity // (63 * heads)}"',
+        f'ddb.geometry.heads = "{heads}"',
+        'ddb.geometry.sectors = "63"',
+        f'ddb.adapterType = "{adapter}"',
+        'ddb.toolsVersion = "2147483647"',
+        "",
+    ]
+    return "\n".join(lines).encode("ascii")
+
+
+def _header(
+    version: int,
+    flags: int,
+    capacity: int,
+    desc_size: int,
+    rgd: int,
+    gd: int,
+    overhead: int,
+    algo: int,
+) -> bytes:
+    raw = bytearray(SECTOR)
+    _HEADER.pack_into(
+        raw, 0, MAGIC, version, flags, capacity, WRITE_GRAIN, 1, desc_size, GTES,
+        rgd, gd, overhead, 0, NL_CHECK, algo,
+    )  # fmt: skip
+    return bytes(raw)
+
+
+def _pad(length: int) -> bytes:
+    return bytes(-length % SECTOR)
+
+
+def _compress_window(offset: int, data: bytes | bytearray) -> list[tuple[int, bytes]]:
+    """Compress the non-zero grains of one window (runs in the pool)."""
+    gb = WRITE_GRAIN * SECTOR
+    out = []
+    first = offset // gb
+    for rel in range(0, len(data), gb):
+        piece = data[rel : rel + gb]
+        if not is_zero(piece):
+            out.append((first + rel // gb, zlib.compress(piece, COMPRESS_LEVEL)))
+    return out
+
+
+class _StreamWriter:
+    """streamOptimized in VMware's forward-only layout.
+
+    header (gdOffset = GD_AT_END) · descriptor · per 512 grains: the grains,
+    each behind a grain marker, then a GT marker and the GT · GD marker and
+    GD · footer marker and footer header · end-of-stream marker. Grains are
+    compressed in the shared pool, at most ``2 * workers`` 4 MiB windows at a
+    time, so memory stays bounded; results are written in order.
+    """
+
+    def __init__(self, out: BinaryIO, capacity: int, name: str, adapter: str) -> None:
+        self.out = out
+        self.capacity = capacity
+        self.desc = _descriptor(capacity, "streamOptimized", name, adapter)
+        self.desc_sectors = -(-len(self.desc) // SECTOR)
+        self.ngd = -(-capacity // (GTES * WRITE_GRAIN))
+        self.sector = 0
+        self.flags = FLAG_NL_TEST | FLAG_COMPRESSED | FLAG_MARKERS
+
+    def _emit(self, *parts: bytes) -> None:
+        total = 0
+        for part in parts:
+            self.out.write(part)
+            total += len(part)
+        if total % SECTOR:
+            self.out.write(_pad(total))
+            total += -total % SECTOR
+        self.sector += total // SECTOR
+
+    def write(self, reader: DiskReader) -> None:
+        overhead = 1 + self.desc_sectors
+        self._emit(_header(3, self.flags, self.capacity, self.desc_sectors, 0, GD_AT_END,
+                           overhead, 1))  # fmt: skip
+        self._emit(self.desc)
+        gd = array.array("I", [0]) * self.ngd
+        gt = array.array("I", [0]) * GTES
+        current = -1
+        workers = pool()._max_workers
+        pending: collections.deque = collections.deque()
+
+        def drain_one() -> None:
+            nonlocal current, gt
+            for grain, blob in pending.popleft().result():
+                gt_index = grain // GTES
+                if gt_index != current:
+                    self._flush_gt(gd, current, gt)
+                    current = gt_index
+                    gt = array.array("I", [0]) * GTES
+                if self.sector >= 1 << 32:
+                    raise errors.Invalid("The VMDK would be larger than 2 TiB of grains")
+                gt[grain % GTES] = self.sector
+                self._emit(_GRAIN_MARKER.pack(grain * WRITE_GRAIN, len(blob)), blob)
+
+        for offset, data in iter_data_windows(reader, BLOCK_SIZE):
+            pending.append(pool().submit(_compress_window, offset, data))
+            if len(pending) >= 2 * workers:
+                drain_one()
+        while pending:
+            drain_one()
+        self._flush_gt(gd, current, gt)
+        gd_sectors = -(-self.ngd * 4 // SECTOR)
+        self._emit(_MARKER.pack(gd_sectors, 0, MARKER_GD))
+        gd_sector = self.sector
+        if sys.byteorder != "little":
+            gd.byteswap()
+        self._emit(gd.tobytes())
+        self._emit(_MARKER.pack(1, 0, MARKER_FOOTER))
+        self._emit(_header(3, self.flags, self.capacity, self.desc_sectors, 0, gd_sector,
+                           overhead, 1))  # fmt: skip
+        self._emit(_MARKER.pack(0, 0, MARKER_EOS))
+
+    def _flush_gt(self, gd: array.array, index: int, gt: array.array) -> None:
+        if index < 0:
+            return
+        self._emit(_MARKER.pack(GT_BYTES // SECTOR, 0, MARKER_GT))
+        gd[index] = self.sector
+        if sys.byteorder != "little":
+            gt.byteswap()
+        self._emit(gt.tobytes())
+
+
+class _SparseWriter:
+    """monolithicSparse in qemu's layout, on a seekable output.
+
+    header · descriptor · redundant GD · redundant GTs · GD · GTs (all
+    preallocated, so the GD is known up front) · grains appended in disk
+    order. Each GT is written (twice) when the copy moves past it.
+    """
+
+    def __init__(self, out: BinaryIO, capacity: int, name: str, adapter: str) -> None:
+        self.out = out
+        self.base = out.tell()
+        self.capacity = capacity
+        self.desc = _descriptor(capacity, "monolithicSparse", name, adapter)
+        self.desc_sectors = max(20, -(-len(self.desc) // SECTOR))
+        self.ngd = -(-capacity // (GTES * WRITE_GRAIN))
+        gd_sectors = -(-self.ngd * 4 // SECTOR)
+        gt_sectors = self.ngd * GT_BYTES // SECTOR
+        self.rgd = 1 + self.desc_sectors
+        self.gd = self.rgd + gd_sectors + gt_sectors
+        end = self.gd + gd_sectors + gt_sectors
+        self.overhead = -(-end // WRITE_GRAIN) * WRITE_GRAIN
+        self.rgt0 = self.rgd + gd_sectors
+        self.gt0 = self.gd + gd_sectors
+
+    def _pwrite(self, sector: int, data: bytes | bytearray) -> None:
+        self.out.seek(self.base + sector * SECTOR)
+        self.out.write(data)
+
+    def write(self, reader: DiskReader) -> None:
+        out = self.out
+        out.truncate()
+        flags = FLAG_NL_TEST | FLAG_RGD
+        self._pwrite(0, _header(1, flags, self.capacity, self.desc_sectors, self.rgd, self.gd,
+                                self.overhead, 0))  # fmt: skip
+        self._pwrite(1, self.desc)
+        for gd_sector, gt0 in ((self.rgd, self.rgt0), (self.gd, self.gt0)):
+            gd = array.array("I", range(gt0, gt0 + self.ngd * 4, 4))
+            if sys.byteorder != "little":
+                gd.byteswap()
+            self._pwrite(gd_sector, gd.tobytes())
+        out.truncate(self.base + self.overhead * SECTOR)
+        gb = WRITE_GRAIN * SECTOR
+        next_sector = self.overhead
+        current = -1
+        gt = array.array("I", [0]) * GTES
+        for offset, data in iter_data_windows(reader, BLOCK_SIZE):
+            first = offset // gb
+            for rel in range(0, len(data), gb):
+                piece = data[rel : rel + gb]
+                if is_zero(piece):
+                    continue
+                grain = first + rel // gb
+                if grain // GTES != current:
+                    self._flush_gt(current, gt)
+                    current = grain // GTES
+                    gt = array.array("I", [0]) * GTES
+                if next_sector >= 1 << 32:
+                    raise errors.Invalid("The VMDK would be larger than 2 TiB of grains")
+                gt[grain % GTES] = next_sector
+                self._pwrite(next_sector, piece)
+                if len(piece) < gb:
+                    out.write(bytes(gb - len(piece)))
+                next_sector += WRITE_GRAIN
+        self._flush_gt(current, gt)
+        out.seek(self.base + next_sector * SECTOR)
+
+    def _flush_gt(self, index: int, gt: array.array) -> None:
+        if index < 0:
+            return
+        if sys.byteorder != "little":
+            gt.byteswap()
+        raw = gt.tobytes()
+        self._pwrite(self.rgt0 + index * 4, raw)
+        self._pwrite(self.gt0 + index * 4, raw)
