@@ -1,0 +1,684 @@
+"""Store images as objects in an OpenStack Swift container.
+
+The object is named by the image id in ``swift_store_container``; the stored
+URL is ``swift://<container>/<image_id>``, with no endpoint, account or
+credentials in it (the store id kept beside the URL says where and how).
+
+A known size below ``swift_store_large_object_size`` is streamed in one PUT
+(chunked, nothing buffered). Anything larger, or of unknown size and larger
+than one segment, becomes a Static Large Object: segments named
+``<image_id>/<upload token>/<number>`` go to ``<container>_segments``,
+``swift_store_thread_pools`` at a time, then the manifest goes to the
+container with the token in its metadata. A failed upload deletes its
+segments; ``cleanup`` deletes segments that no manifest claims (a crash).
+
+Worst-case memory per upload, with S = the segment size
+(``swift_store_large_object_chunk_size``, grown when the object would exceed
+the cluster's segment cap) and T = thread pools::
+
+    max((T + 1) × S, 2 × S) + one input chunk
+
+and one read chunk (4 MiB) per download.
+
+Auth is tempauth/swauth v1 (``account:user`` and a key) or Keystone v3
+through a keystoneauth1 session. swiftclient's ``Connection`` holds a single
+HTTP connection and is not thread-safe, so the store keeps a small pool of
+them that share one token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests.exceptions
+import urllib3.exceptions
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+from oslo_config import cfg
+from swiftclient import client as swift_client
+from swiftclient.exceptions import ClientException
+
+from ims import errors
+from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, upload_parts
+from ims.drivers.stores.base import Store, StoredObject
+
+LOG = logging.getLogger(__name__)
+
+READ_CHUNK = 4 * MiB
+#: Swift's defaults, used when the cluster does not publish /info.
+DEFAULT_LIMITS = PartLimits(min_size=1, max_size=5 * 1024 * MiB + 2, max_parts=1000)
+#: Per-request timeout (s) and retries; a dead proxy fails within seconds.
+TIMEOUT = 60
+RETRIES = 2
+STARTING_BACKOFF = 0.5
+MAX_BACKOFF = 4
+#: Idle connections kept for reuse.
+MAX_IDLE = 16
+TOKEN_META = "X-Object-Meta-Ims-Segments"
+_SEGMENT_RE = re.compile(r"^(?P<object>[^/]+)/(?P<token>[0-9a-f]{32})/\d{8}$")
+
+_FOREIGN = (
+    ClientException,
+    requests.exceptions.RequestException,
+    ks_exceptions.ClientException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+
+
+class _Pool:
+    """swiftclient connections, each used by one thread at a time."""
+
+    def __init__(self, factory: Callable[[str | None, str | None], swift_client.Connection]):
+        self._factory = factory
+        self._idle: list[swift_client.Connection] = []
+        self._lock = threading.Lock()
+        self._auth: tuple[str | None, str | None] = (None, None)
+
+    def acquire(self) -> swift_client.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            url, token = self._auth
+        # NOTE(ims): a new connection reuses the last token instead of
+        # authenticating again; swiftclient re-authenticates on a 401.
+        return self._factory(url, token)
+
+    def release(self, conn: swift_client.Connection, broken: bool = False) -> None:
+        if broken:
+            conn.close()  # the HTTP connection may hold half a response
+        with self._lock:
+            if conn.url and conn.token:
+                self._auth = (conn.url, conn.token)
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[swift_client.Connection]:
+        conn = self.acquire()
+        try:
+            yield conn
+        except errors.IMSError:
+            self.release(conn)  # our own decision; the connection is fine
+            raise
+        except BaseException:
+            self.release(conn, broken=True)
+            raise
+        self.release(conn)
+
+
+class SwiftStore(Store):
+    """A container (and its ``_segments`` twin) in one Swift account."""
+
+    TYPE = "swift"
+    OPTS: ClassVar[list[cfg.Opt]] = [
+        cfg.StrOpt(
+            "swift_store_auth_version",
+            default="3",
+            choices=[("1", "tempauth/swauth: account:user and key"), ("3", "Keystone v3")],
+            help="How to authenticate. Possible values: see choices. Related "
+            "options: swift_store_auth_address, swift_store_user, swift_store_key, "
+            "swift_store_project_name.",
+        ),
+        cfg.StrOpt(
+            "swift_store_auth_address",
+            help="The auth URL. Possible values: for v1 the proxy's auth URL "
+            "(http://proxy:8080/auth/v1.0); for v3 the Keystone URL "
+            "(https://keystone:5000/v3). Related options: swift_store_auth_version.",
+        ),
+        cfg.StrOpt(
+            "swift_store_user",
+            help="Who to authenticate as. Possible values: for v1 account:user; "
+            "for v3 the user name. Related options: swift_store_key, "
+            "swift_store_user_domain_name.",
+        ),
+        cfg.StrOpt(
+            "swift_store_key",
+            secret=True,
+            help="The user's key (v1) or password (v3). It never appears in stored "
+            "image locations. Related options: swift_store_user.",
+        ),
+        cfg.StrOpt(
+            "swift_store_project_name",
+            help="Keystone v3 only: the project that owns the container. Related "
+            "options: swift_store_project_domain_name.",
+        ),
+        cfg.StrOpt(
+            "swift_store_user_domain_name",
+            default="Default",
+            help="Keystone v3 only: the user's domain. Related options: swift_store_user.",
+        ),
+        cfg.StrOpt(
+            "swift_store_project_domain_name",
+            default="Default",
+            help="Keystone v3 only: the project's domain. Related options: "
+            "swift_store_project_name.",
+        ),
+        cfg.StrOpt(
+            "swift_store_region",
+            help="Keystone v3 only: the catalog region of the object-store endpoint. "
+            "Possible values: a region name; unset takes the first one.",
+        ),
+        cfg.StrOpt(
+            "swift_store_endpoint_type",
+            default="publicURL",
+            choices=["publicURL", "internalURL", "adminURL"],
+            help="Keystone v3 only: which catalog endpoint to use.",
+        ),
+        cfg.StrOpt(
+            "swift_store_service_type",
+            default="object-store",
+            help="Keystone v3 only: the catalog service type of Swift.",
+        ),
+        cfg.StrOpt(
+            "swift_store_endpoint",
+            help="A storage URL that replaces the one from auth, e.g. "
+            "https://swift:8080/v1/AUTH_images. Possible values: unset (use the "
+            "catalog or the v1 auth answer), or a URL.",
+        ),
+        cfg.StrOpt(
+            "swift_store_cacert",
+            help="A CA bundle file to verify TLS certificates with (auth and storage). "
+            "Related options: swift_store_auth_insecure.",
+        ),
+        cfg.BoolOpt(
+            "swift_store_auth_insecure",
+            default=False,
+            help="Skip TLS certificate verification. Turn on only for tests. Related "
+            "options: swift_store_cacert.",
+        ),
+        cfg.StrOpt(
+            "swift_store_container",
+            default="glance",
+            help="The container that holds the images. Large-object segments go to "
+            "<container>_segments, created when first needed. One container per "
+            "store: per-project containers are not supported. Related options: "
+            "swift_store_create_container_on_put.",
+        ),
+        cfg.BoolOpt(
+            "swift_store_create_container_on_put",
+            default=False,
+            help="Create the container on the first upload if it does not exist. "
+            "When false, a missing container stops the service at start-up.",
+        ),
+        cfg.IntOpt(
+            "swift_store_large_object_size",
+            default=5 * 1024,
+            min=1,
+            max=5 * 1024,
+            help="Size in MiB from which an upload of known size is stored as a "
+            "Static Large Object; smaller ones are streamed in one PUT. Uploads of "
+            "unknown size become large objects once they exceed one segment. "
+            "Possible values: 1 to 5120 (Swift's single-object limit). Related "
+            "options: swift_store_large_object_chunk_size.",
+        ),
+        cfg.IntOpt(
+            "swift_store_large_object_chunk_size",
+            default=200,
+            min=1,
+            max=5 * 1024,
+            help="Size in MiB of each large-object segment. It grows automatically "
+            "for objects that would need more segments than the cluster allows "
+            "(slo max_manifest_segments, 1000 by default). Segments are held in "
+            "memory: about (swift_store_thread_pools + 1) times this per upload. "
+            "Related options: swift_store_thread_pools.",
+        ),
+        cfg.IntOpt(
+            "swift_store_thread_pools",
+            default=1,
+            min=1,
+            help="How many segments of one upload are sent at the same time. Related "
+            "options: swift_store_large_object_chunk_size.",
+        ),
+        cfg.StrOpt("store_description", default="", help="Shown to users in /v2/info/stores."),
+        cfg.IntOpt(
+            "weight",
+            default=0,
+            help="Preference when an image is in several stores: downloads come from "
+            "the store with the highest weight.",
+        ),
+    ]
+
+    def configure(self) -> None:
+        opts = self.options
+        for name in ("swift_store_auth_address", "swift_store_user", "swift_store_container"):
+            if not getattr(opts, name):
+                raise errors.ConfigError(reason=f"[{self.store_id}] {name} is required")
+        if opts.swift_store_key is None:
+            raise errors.ConfigError(reason=f"[{self.store_id}] swift_store_key is required")
+        if opts.swift_store_auth_version == "3" and not opts.swift_store_project_name:
+            raise errors.ConfigError(
+                reason=f"[{self.store_id}] swift_store_project_name is required with v3"
+            )
+        self.container = opts.swift_store_container
+        self.segments = f"{self.container}_segments"
+        self.create_container = opts.swift_store_create_container_on_put
+        self.segment_size = opts.swift_store_large_object_chunk_size * MiB
+        self.threads = opts.swift_store_thread_pools
+        self._active: set[str] = set()  # upload tokens this process is writing
+        self._active_lock = threading.Lock()
+        self._ready: set[str] = set()  # containers known to exist
+        self._pool = _Pool(self._connection_factory())
+        try:
+            with self._mapped(), self._pool.connection() as conn:
+                try:
+                    conn.head_container(self.container)
+                    self._ready.add(self.container)
+                except ClientException as ex:
+                    if ex.http_status != 404:
+                        raise
+                    if not self.create_container:
+                        raise errors.StoreUnavailable(
+                            store=self.store_id,
+                            reason=f"container {self.container} does not exist",
+                        ) from None
+                self.limits = self._limits(conn)
+        except errors.IMSError as ex:
+            raise errors.ConfigError(reason=f"[{self.store_id}] {ex}") from ex
+        self.large_object_size = min(
+            opts.swift_store_large_object_size * MiB, self.limits.max_size
+        )
+
+    def _connection_factory(self) -> Callable[[str | None, str | None], swift_client.Connection]:
+        opts = self.options
+        common: dict[str, Any] = {
+            "retries": RETRIES,
+            "starting_backoff": STARTING_BACKOFF,
+            "max_backoff": MAX_BACKOFF,
+            "timeout": TIMEOUT,
+            "cacert": opts.swift_store_cacert,
+            "insecure": opts.swift_store_auth_insecure,
+        }
+        os_options: dict[str, Any] = {}
+        if opts.swift_store_endpoint:
+            os_options["object_storage_url"] = opts.swift_store_endpoint
+        if opts.swift_store_auth_version == "1":
+
+            def make_v1(url: str | None, token: str | None) -> swift_client.Connection:
+                return swift_client.Connection(
+                    authurl=opts.swift_store_auth_address,
+                    user=opts.swift_store_user,
+                    key=opts.swift_store_key,
+                    auth_version="1",
+                    preauthurl=url,
+                    preauthtoken=token,
+                    os_options=dict(os_options),
+                    **common,
+                )
+
+            return make_v1
+
+        # The keystoneauth1 session is thread-safe and caches the token itself.
+        auth = v3.Password(
+            auth_url=opts.swift_store_auth_address,
+            username=opts.swift_store_user,
+            password=opts.swift_store_key,
+            project_name=opts.swift_store_project_name,
+            user_domain_name=opts.swift_store_user_domain_name,
+            project_domain_name=opts.swift_store_project_domain_name,
+        )
+        verify: bool | str = not opts.swift_store_auth_insecure
+        if verify and opts.swift_store_cacert:
+            verify = opts.swift_store_cacert
+        session = ks_session.Session(auth=auth, verify=verify, timeout=TIMEOUT)
+        os_options.update(
+            service_type=opts.swift_store_service_type,
+            endpoint_type=opts.swift_store_endpoint_type,
+            region_name=opts.swift_store_region,
+        )
+
+        def make_v3(url: str | None, token: str | None) -> swift_client.Connection:
+            return swift_client.Connection(session=session, os_options=dict(os_options), **common)
+
+        return make_v3
+
+    def _limits(self, conn: swift_client.Connection) -> PartLimits:
+        """Read the cluster's object and SLO limits from /info."""
+        try:
+            info = conn.get_capabilities()
+        except ClientException:
+            return DEFAULT_LIMITS
+        slo = info.get("slo")
+        if slo is None:
+            raise errors.StoreUnavailable(
+                store=self.store_id, reason="the cluster has no SLO support"
+            )
+        return PartLimits(
+            min_size=max(1, int(slo.get("min_segment_size", 1))),
+            max_size=int(info.get("swift", {}).get("max_file_size", DEFAULT_LIMITS.max_size)),
+            max_parts=int(slo.get("max_manifest_segments", DEFAULT_LIMITS.max_parts)),
+        )
+
+    # -- errors --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _mapped(self, location: str | None = None, source: ChunkReader | None = None):
+        """Translate Swift client errors into ims.errors, once, at the boundary.
+
+        ``location`` turns "not found" into DataNotFound. When the caller's
+        input (``source``) failed, its own exception wins over whatever the
+        HTTP stack made of the broken upload.
+        """
+        try:
+            yield
+        except errors.IMSError:
+            raise
+        except _FOREIGN as ex:
+            if source is not None and source.error is not None:
+                raise source.error from None
+            raise self._translate(ex, location) from ex
+
+    def _translate(self, ex: BaseException, location: str | None) -> errors.IMSError:
+        status = ex.http_status if isinstance(ex, ClientException) else None
+        if status == 404:
+            if location is not None:
+                return errors.DataNotFound(location=location)
+            return errors.StoreUnavailable(
+                store=self.store_id, reason=f"container {self.container} not found"
+            )
+        if status in (413, 507):
+            return errors.StorageFull(store=self.store_id)
+        if status in (401, 403) or isinstance(ex, ks_exceptions.Unauthorized):
+            return errors.StoreUnavailable(store=self.store_id, reason="access denied")
+        if status is not None:
+            reason = f"{status} {ex.http_reason}"
+        else:
+            reason = str(ex) or type(ex).__name__
+        return errors.StoreUnavailable(store=self.store_id, reason=reason)
+
+    # -- locations -----------------------------------------------------------
+
+    def url_prefix(self) -> str:
+        return f"swift://{self.container}/"
+
+    def _name(self, url: str) -> str:
+        parts = urlsplit(url)
+        name = parts.path.lstrip("/")
+        # APPSEC(ims): only objects of this store's container.
+        if parts.scheme != "swift" or parts.netloc != self.container or not name or "/" in name:
+            raise errors.DataNotFound(location=url)
+        return name
+
+    # -- writes --------------------------------------------------------------
+
+    def _ensure_container(self, conn: swift_client.Connection, name: str, create: bool) -> None:
+        if name in self._ready:
+            return
+        try:
+            conn.head_container(name)
+        except ClientException as ex:
+            if ex.http_status != 404 or not create:
+                raise
+            conn.put_container(name)
+        self._ready.add(name)
+
+    def add(
+        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+    ) -> StoredObject:
+        reader = ChunkReader(chunks)
+        url = f"{self.url_prefix()}{image_id}"
+        with self._mapped(source=reader):
+            with self._pool.connection() as conn:
+                try:
+                    self._ensure_container(conn, self.container, self.create_container)
+                except ClientException:
+                    self._ready.discard(self.container)
+                    raise
+                if self._exists(conn, image_id):
+                    raise errors.Duplicate(what=f"Image data for {image_id}")
+                if size_hint is not None and size_hint < self.large_object_size:
+                    self._put_stream(conn, image_id, reader)
+                    return StoredObject(url=url, size=reader.consumed)
+                if size_hint is None and reader.peek(self.segment_size) < self.segment_size:
+                    body = reader.drain()
+                    conn.put_object(
+                        self.container, image_id, io.BytesIO(body), content_length=len(body)
+                    )
+                    return StoredObject(url=url, size=reader.consumed)
+                self._ensure_container(conn, self.segments, True)
+            self._add_slo(image_id, reader, size_hint)
+        return StoredObject(url=url, size=reader.consumed)
+
+    def _exists(self, conn: swift_client.Connection, name: str) -> bool:
+        try:
+            conn.head_object(self.container, name)
+        except ClientException as ex:
+            if ex.http_status == 404:
+                return False
+            raise
+        return True
+
+    def _put_stream(self, conn: swift_client.Connection, name: str, reader: ChunkReader) -> None:
+        # A stream cannot be sent twice: no retries for this one request.
+        # Chunked transfer, so a wrong size hint cannot hang the request.
+        retries, conn.retries = conn.retries, 0
+        try:
+            conn.put_object(self.container, name, iter(reader))
+        finally:
+            conn.retries = retries
+
+    def _add_slo(self, image_id: str, reader: ChunkReader, size_hint: int | None) -> None:
+        token = uuid.uuid4().hex
+        uploaded: list[str] = []
+        lock = threading.Lock()
+        manifest_sent = False
+
+        def send(number: int, data: bytes) -> dict[str, Any]:
+            name = f"{image_id}/{token}/{number:08d}"
+            with self._pool.connection() as conn:
+                etag = conn.put_object(
+                    self.segments, name, io.BytesIO(data), content_length=len(data)
+                )
+            with lock:
+                uploaded.append(name)
+            return {"path": f"/{self.segments}/{name}", "etag": etag, "size_bytes": len(data)}
+
+        with self._active_lock:
+            self._active.add(token)
+        try:
+            manifest = upload_parts(
+                reader,
+                self.limits.planner(self.segment_size, size_hint),
+                send,
+                self.threads,
+                self.limits.max_parts,
+                lambda: errors.StorageFull(store=self.store_id),
+            )
+            manifest_sent = True
+            with self._pool.connection() as conn:
+                conn.put_object(
+                    self.container,
+                    image_id,
+                    json.dumps(manifest),
+                    query_string="multipart-manifest=put",
+                    headers={TOKEN_META: token},
+                )
+        except BaseException:
+            if manifest_sent:
+                self._delete_quietly(self.container, image_id, token)
+            for name in uploaded:
+                self._delete_quietly(self.segments, name)
+            raise
+        finally:
+            with self._active_lock:
+                self._active.discard(token)
+
+    def _delete_quietly(self, container: str, name: str, token: str | None = None) -> bool:
+        """Delete one object; on failure log it and leave it to ``cleanup``.
+
+        With ``token``, only a manifest written by that upload is deleted.
+        """
+        try:
+            with self._mapped(), self._pool.connection() as conn:
+                if token is not None:
+                    try:
+                        headers = conn.head_object(container, name)
+                    except ClientException as ex:
+                        if ex.http_status == 404:
+                            return True
+                        raise
+                    if headers.get(TOKEN_META.lower()) != token:
+                        return True
+                conn.delete_object(container, name)
+        except errors.DataNotFound:
+            return True
+        except errors.IMSError as ex:
+            LOG.warning("Could not delete %s/%s (cleanup will): %s", container, name, ex)
+            return False
+        return True
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        name = self._name(url)
+        if length == 0:
+            self.get_size(url)
+            return iter(())
+        headers = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+        with self._mapped(url):
+            conn = self._pool.acquire()
+            try:
+                resp_headers, body = conn.get_object(
+                    self.container, name, resp_chunk_size=READ_CHUNK, headers=headers
+                )
+            except ClientException as ex:
+                self._pool.release(conn, broken=True)
+                # Reading past the end yields nothing, as a file would.
+                if ex.http_status == 416:
+                    return iter(())
+                raise
+            except BaseException:
+                self._pool.release(conn, broken=True)
+                raise
+        expected = resp_headers.get("content-length")
+        return self._stream(conn, body, None if expected is None else int(expected), url)
+
+    def _stream(
+        self, conn: swift_client.Connection, body: Any, expected: int | None, url: str
+    ) -> Iterator[bytes]:
+        complete = False
+        try:
+            with self._mapped(url):
+                received = 0
+                for chunk in body:
+                    received += len(chunk)
+                    yield chunk
+                if expected is not None and received != expected:
+                    # A large object whose segment vanished ends early.
+                    raise errors.StoreUnavailable(
+                        store=self.store_id,
+                        reason=f"{url} ended after {received} of {expected} bytes",
+                    )
+            complete = True
+        finally:
+            if not complete:
+                body.close()
+            self._pool.release(conn, broken=not complete)
+
+    def get_size(self, url: str) -> int:
+        name = self._name(url)
+        with self._mapped(url), self._pool.connection() as conn:
+            return int(conn.head_object(self.container, name)["content-length"])
+
+    # -- removal -------------------------------------------------------------
+
+    def delete(self, url: str) -> None:
+        name = self._name(url)
+        with self._mapped(url), self._pool.connection() as conn:
+            headers = conn.head_object(self.container, name)
+            if headers.get("x-static-large-object", "").lower() != "true":
+                conn.delete_object(self.container, name)
+                return
+            # NOTE(ims): this removes the manifest and every segment, but it
+            # answers 200 even when it failed (the errors are in the body,
+            # which swiftclient drops): check the manifest is really gone.
+            # Segments it could not remove are orphans for cleanup().
+            conn.delete_object(self.container, name, query_string="multipart-manifest=delete")
+            try:
+                conn.head_object(self.container, name)
+            except ClientException as ex:
+                if ex.http_status == 404:
+                    return
+                raise
+            raise errors.StoreUnavailable(store=self.store_id, reason=f"could not delete {url}")
+
+    def cleanup(self) -> int:
+        """Delete segments that no manifest claims; return how many uploads.
+
+        Uploads this process is still writing are spared; run it when no other
+        process writes to the same container (for example at start-up).
+        """
+        removed = 0
+        with self._mapped():
+            for (image_id, token), names in self._segment_groups():
+                with self._active_lock:
+                    if token in self._active:
+                        continue
+                if self._claimed(image_id, token):
+                    continue
+                if all([self._delete_quietly(self.segments, name) for name in names]):
+                    removed += 1
+        return removed
+
+    def _segment_groups(self) -> Iterator[tuple[tuple[str, str], list[str]]]:
+        """Yield ((image id, token), segment names) from the listing, page by page."""
+        current: tuple[str, str] | None = None
+        names: list[str] = []
+        marker = ""
+        while True:
+            with self._pool.connection() as conn:
+                try:
+                    _, page = conn.get_container(self.segments, marker=marker, limit=1000)
+                except ClientException as ex:
+                    if ex.http_status == 404:
+                        return
+                    raise
+            if not page:
+                break
+            for entry in page:
+                match = _SEGMENT_RE.match(entry["name"])
+                if match is None:
+                    continue  # not ours
+                group = (match["object"], match["token"])
+                if group != current:
+                    if current is not None:
+                        yield current, names
+                    current, names = group, []
+                names.append(entry["name"])
+            marker = page[-1]["name"]
+        if current is not None:
+            yield current, names
+
+    def _claimed(self, image_id: str, token: str) -> bool:
+        with self._pool.connection() as conn:
+            try:
+                headers = conn.head_object(self.container, image_id)
+            except ClientException as ex:
+                if ex.http_status == 404:
+                    return False
+                raise
+        return headers.get(TOKEN_META.lower()) == token
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "container": self.container,
+            "large_object_size": self.large_object_size,
+            "large_object_chunk_size": self.segment_size,
+        }
