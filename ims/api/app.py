@@ -21,6 +21,7 @@ from ims.core.stores import StoreRegistry
 from ims.core.tasks import TaskService
 from ims.db import migration
 from ims.db.session import Database, create_engine
+from ims.disk import registry
 from ims.policy import Policy, make_enforcer
 
 IMPORT_METHODS: list[str] = []
@@ -51,6 +52,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         migration.upgrade(engine)
     database = Database(engine)
     stores = StoreRegistry(conf)
+    registry.formats()  # a format plugin that cannot load stops start-up
     policy = Policy(make_enforcer(conf))
     image_service = ImageService(conf, database, policy, stores)
     return Services(
