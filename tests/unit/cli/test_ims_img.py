@@ -81,6 +81,7 @@ def _raw_format() -> DiskFormat:
 def narrow_registry(monkeypatch):
     plugins = {"raw": _raw_format(), "zvhd": ZvhdFormat(), "zvhd2": Zvhd2Format()}
     monkeypatch.setattr(registry, "formats", lambda: plugins)
+    monkeypatch.setattr(img, "_load_plugin", registry.get)
 
 
 @pytest.fixture
