@@ -125,7 +125,9 @@ def iter_disk_blocks(
     pos = 0  # next virtual offset this generator expects
     buf: bytearray | None = None  # the block being assembled from pieces
     for offset, length, data in iter_blocks(reader, block_size):
-        if offset != pos or length <= 0 or offset + length > total:
+        if length == 0:
+            continue
+        if offset != pos or length < 0 or offset + length > total:
             raise errors.ImageFormatError(
                 format="source", reason=f"extents are not contiguous at offset {pos}"
             )

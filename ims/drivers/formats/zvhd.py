@@ -20,6 +20,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ims import errors
@@ -282,7 +283,7 @@ class ZvhdReader(DiskReader):
             self._cache.popitem(last=False)
         return data
 
-    def extents(self):  # type: ignore[override]
+    def extents(self) -> Iterator[Extent]:
         """Yield zero runs merged and data chunk by chunk, inflating once."""
         zero_start: int | None = None
         for index in range(math.ceil(self.virtual_size / CHUNK)):
@@ -302,6 +303,8 @@ class ZvhdReader(DiskReader):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
             raise errors.Invalid(f"read of {length} bytes at {offset} is outside the disk")
+        if length == 0:
+            return b""
         parts = []
         pos, end = offset, offset + length
         while pos < end:

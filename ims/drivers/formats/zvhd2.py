@@ -340,6 +340,8 @@ class Zvhd2Reader(DiskReader):
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
             raise errors.Invalid(f"read of {length} bytes at {offset} is outside the disk")
         bsize = self._layout.block_size
+        if length == 0:
+            return b""
         parts = []
         pos, end = offset, offset + length
         while pos < end:

@@ -119,6 +119,7 @@ def test_random_reads_restart_backwards():
         assert reader.read(offset, length) == data[offset : offset + length]
     with pytest.raises(errors.Invalid):
         reader.read(len(data) - 1, 2)
+    assert reader.read(len(data), 0) == b""
 
 
 def test_same_digest_as_zvhd2_for_same_disk():

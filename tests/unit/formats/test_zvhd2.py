@@ -117,6 +117,9 @@ def test_random_reads():
         offset = rng.randrange(len(data))
         length = rng.randrange(min(3 * MiB, len(data) - offset) + 1)
         assert reader.read(offset, length) == data[offset : offset + length]
+    assert reader.read(len(data), 0) == b""
+    with pytest.raises(errors.Invalid):
+        reader.read(-1, 1)
 
 
 def test_zero_frame_is_canonical_and_decodes():
