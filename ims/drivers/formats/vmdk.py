@@ -41,6 +41,7 @@ from ims.drivers.formats._vmcommon import (
     parse_options,
     pool,
     unsafe,
+    zero_pieces,
 )
 from ims.drivers.formats.base import DiskFormat
 
@@ -195,6 +196,8 @@ class VmdkReader(MappedReader):
         self._ngd = ngd
         self._zero_grain = bool(hdr.flags & FLAG_ZERO_GRAIN)
         self._compressed = hdr.algo == 1
+        # Compressed grains are read by grain, not by host range.
+        self.split_at_host_gaps = not self._compressed
         self.extent_chunk = self._grain * GTES * 4096
 
     def _gtes(self, first: int, last: int) -> Iterator[tuple[int, int]]:
@@ -245,21 +248,33 @@ class VmdkReader(MappedReader):
             for grain, gte in self._gtes(offset // gb, (end - 1) // gb)
             if gte and not (gte == GTE_ZEROED and self._zero_grain)
         ]
-        buf = bytearray(length)
-        if grains:
-            work = self._fetch(grains)
-            if len(work) >= 8:
-                workers = pool()._max_workers
-                step = -(-len(work) // workers)
-                futures = [
-                    pool().submit(self._inflate_into, buf, offset, end, work[i : i + step])
-                    for i in range(0, len(work), step)
-                ]
-                for future in futures:
-                    future.result()
-            else:
-                self._inflate_into(buf, offset, end, work)
-        return bytes(buf)
+        work = self._fetch(grains) if grains else []
+        if len(work) >= 8:
+            workers = pool()._max_workers
+            step = -(-len(work) // workers)
+            futures = [
+                pool().submit(self._inflate_all, work[i : i + step])
+                for i in range(0, len(work), step)
+            ]
+            plain = [piece for future in futures for piece in future.result()]
+        else:
+            plain = self._inflate_all(work)
+        # Stitch grains and the zeros between them; one join, no bytearray
+        # (see MappedReader.read).
+        parts: list[bytes | memoryview] = []
+        pos = offset
+        for (grain, _data), data in zip(work, plain, strict=True):
+            gstart = grain * gb
+            lo = max(offset, gstart)
+            if lo > pos:
+                parts.extend(zero_pieces(lo - pos))
+            hi = min(end, gstart + gb)
+            parts.append(data if (lo, hi) == (gstart, gstart + len(data)) else
+                         memoryview(data)[lo - gstart : hi - gstart])  # fmt: skip
+            pos = hi
+        if pos < end:
+            parts.extend(zero_pieces(end - pos))
+        return b"".join(parts)
 
     def _fetch(self, grains: list[tuple[int, int]]) -> list[tuple[int, memoryview]]:
         """Read the compressed payload of each grain, in as few reads as possible."""
@@ -298,17 +313,16 @@ class VmdkReader(MappedReader):
             i = j + 1
         return work
 
-    def _inflate_into(
-        self, buf: bytearray, offset: int, end: int, work: list[tuple[int, memoryview]]
-    ) -> None:
+    def _inflate_all(self, work: list[tuple[int, memoryview]]) -> list[bytes]:
+        """Inflate grains (in a pool thread: zlib releases the GIL)."""
         gb = self._grain
+        size = self.virtual_size
+        out = []
         for grain, data in work:
-            gstart = grain * gb
-            want = min(gb, self.virtual_size - gstart)
-            plain = _inflate(data, want, gb)
-            lo = max(offset, gstart)
-            hi = min(end, gstart + want)
-            buf[lo - offset : hi - offset] = plain[lo - gstart : hi - gstart]
+            plain = _inflate(data, min(gb, size - grain * gb), gb)
+            # A short last grain (or a longer stream) is cut to the disk's end.
+            out.append(plain[: size - grain * gb] if len(plain) > size - grain * gb else plain)
+        return out
 
 
 class VmdkFormat(DiskFormat):
