@@ -65,8 +65,13 @@ class Client:
 
 @pytest.fixture
 def make_app(tmp_path: Any) -> Iterator[Callable[..., Any]]:
-    def build(**overrides: Any) -> Any:
-        conf = ims_conf.load([])
+    def build(conf_text: str = "", **overrides: Any) -> Any:
+        args = []
+        if conf_text:
+            path = tmp_path / "ims.conf"
+            path.write_text(conf_text.replace("$TMP", str(tmp_path)))
+            args = ["--config-file", str(path)]
+        conf = ims_conf.load(args)
         conf.set_override("state_path", str(tmp_path / "state"))
         for key, value in overrides.items():
             group, _, name = key.rpartition("__")

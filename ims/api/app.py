@@ -9,13 +9,14 @@ from typing import Any
 import falcon
 from oslo_config import cfg
 
-from ims.api.glance import discovery, errors, image_data, images, members, tasks
+from ims.api.glance import discovery, errors, image_data, images, imports, members, tasks
 from ims.api.glance.views import ImageView
 from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware
 from ims.api.middleware.versions import VersionNegotiation
 from ims.core import image_data as core_data
 from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
+from ims.core.imports import ImportService
 from ims.core.members import MemberService
 from ims.core.stores import StoreRegistry
 from ims.core.tasks import TaskService
@@ -23,8 +24,6 @@ from ims.db import migration
 from ims.db.session import Database, create_engine
 from ims.disk import registry
 from ims.policy import Policy, make_enforcer
-
-IMPORT_METHODS: list[str] = []
 
 
 @dataclasses.dataclass
@@ -39,6 +38,7 @@ class Services:
     members: MemberService
     data: ImageDataService
     tasks: TaskService
+    imports: ImportService
 
 
 def build_services(conf: cfg.ConfigOpts) -> Services:
@@ -55,6 +55,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
     registry.formats()  # a format plugin that cannot load stops start-up
     policy = Policy(make_enforcer(conf))
     image_service = ImageService(conf, database, policy, stores)
+    data_service = ImageDataService(conf, image_service)
     return Services(
         conf=conf,
         db=database,
@@ -62,8 +63,9 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         policy=policy,
         images=image_service,
         members=MemberService(conf, image_service),
-        data=ImageDataService(conf, image_service),
+        data=data_service,
         tasks=TaskService(image_service),
+        imports=ImportService(conf, image_service, data_service),
     )
 
 
@@ -101,7 +103,7 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
     app.add_route("/", version_doc)
     app.add_route("/versions", version_doc)
 
-    image_res = images.Images(s.images, view, conf, IMPORT_METHODS, store_ids)
+    image_res = images.Images(s.images, view, conf, s.imports.methods, store_ids)
     app.add_route("/v2/images", image_res, suffix="collection")
     app.add_route("/v2/images/{image_id}", image_res)
     app.add_route("/v2/images/{image_id}/file", image_data.ImageFile(s.data, s.stores.multistore))
@@ -112,6 +114,12 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
     app.add_route("/v2/images/{image_id}/members", member_res, suffix="collection")
     app.add_route("/v2/images/{image_id}/members/{member_id}", member_res)
     app.add_route("/v2/images/{image_id}/tasks", tasks.ImageTasks(s.tasks))
+    app.add_route("/v2/images/{image_id}/stage", imports.Stage(s.imports))
+    app.add_route(
+        "/v2/images/{image_id}/import",
+        imports.Import(s.imports, conf.api.max_request_body_size, s.stores.multistore),
+    )
+    app.add_route("/v2/stores/{store_id}/{image_id}", imports.StoreImage(s.images))
     task_res = tasks.Tasks(s.tasks, conf.api.limit_param_default, conf.api.api_limit_max)
     app.add_route("/v2/tasks", task_res, suffix="collection")
     app.add_route("/v2/tasks/{task_id}", task_res)
@@ -120,7 +128,7 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
         tuple(conf.image_format.disk_formats), tuple(conf.image_format.container_formats), {}
     )
     app.add_route("/v2/schemas/{name}", discovery.Schemas(schema_docs))
-    app.add_route("/v2/info/import", discovery.ImportInfo(IMPORT_METHODS))
+    app.add_route("/v2/info/import", discovery.ImportInfo(s.imports.methods))
     stores_info = discovery.StoresInfo(s.stores, s.policy)
     app.add_route("/v2/info/stores", stores_info)
     app.add_route("/v2/info/stores/detail", stores_info, suffix="detail")

@@ -7,7 +7,7 @@ import itertools
 from oslo_config import cfg
 from stevedore import ExtensionManager
 
-from ims.conf import api, database, default, image_format, store, wsgi
+from ims.conf import api, database, default, image_format, imports, store, wsgi
 
 
 def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -24,11 +24,17 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
         (
             None,
-            list(itertools.chain(default.opts, store.default_opts, wsgi.bind_opts)),
+            list(
+                itertools.chain(
+                    default.opts, store.default_opts, wsgi.bind_opts, imports.default_opts
+                )
+            ),
         ),
         (api.GROUP, api.opts),
         (database.GROUP, database.opts),
         (image_format.GROUP, image_format.opts),
+        (imports.FILTER_GROUP, imports.filter_opts),
+        (imports.TASK_GROUP, imports.task_opts),
         (store.GROUP, store.opts),
         (wsgi.GROUP, wsgi.opts),
         *_store_driver_opts(),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import BinaryIO
 
 from oslo_config import cfg
@@ -119,7 +120,12 @@ class ImageDataService:
         data = streams.through(streams.read_chunks(stream), [size_check, hashes, probe])
         stored = store.add(image.id, data, size_hint=expected)
         try:
-            virtual_size = self._check_format(image, store, stored, probe.sample())
+            virtual_size = self.check_format(
+                image,
+                lambda: open_stored(store, stored.url, stored.size),
+                stored.size,
+                probe.sample(),
+            )
             with self.db.session() as session:
                 db.location_add(session, image.id, store.store_id, stored.url)
                 return db.image_update(
@@ -147,10 +153,18 @@ class ImageDataService:
             return errors.QuotaExceeded(what="storage per project", limit=self.storage_quota)
         return errors.TooLarge(f"Image exceeds the size limit of {limit} bytes")
 
-    def _check_format(
-        self, image: db.Image, store: Store, stored: StoredObject, sample: Sample
+    def check_format(
+        self,
+        image: db.Image,
+        open_file: Callable[[], AbstractContextManager[BinaryIO]],
+        size: int,
+        sample: Sample,
     ) -> int | None:
-        """Check content against disk_format; return the virtual size."""
+        """Check content against disk_format; return the virtual size.
+
+        ``open_file`` opens the data for random reads; it is only called when
+        the declared format is one IMS can inspect.
+        """
         declared = image.disk_format or "raw"
         if image.container_format != "bare" or declared in UNINSPECTABLE:
             return None
@@ -164,9 +178,9 @@ class ImageDataService:
         if detected != declared:
             if declared == "raw" or not strict:
                 LOG.warning("Image %s declared %s but looks like %s", image.id, declared, detected)
-                return stored.size
+                return size
             raise errors.FormatMismatch(detected=detected, declared=declared)
-        with open_stored(store, stored.url, stored.size) as file:
+        with open_file() as file:
             try:
                 info = registry.get(declared).inspect(file)
             except errors.ImageFormatError:

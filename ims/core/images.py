@@ -18,7 +18,7 @@ from ims import errors
 from ims.context import RequestContext
 from ims.core import listing, schemas
 from ims.core import status as st
-from ims.core.stores import StoreRegistry
+from ims.core.stores import STAGING, StoreRegistry
 from ims.db import api as db
 from ims.db import models
 from ims.db.session import Database
@@ -341,7 +341,11 @@ class ImageService:
         return deleted
 
     def _delete_data(self, image: db.Image) -> None:
-        for loc in image.locations:
+        staging = self.stores.get(STAGING)
+        locations = [*image.locations]
+        if image.status in (st.UPLOADING, st.IMPORTING):
+            locations.append(db.Location(STAGING, staging.url_prefix() + image.id, {}, "active"))
+        for loc in locations:
             try:
                 self.stores.get(loc.store).delete(loc.url)
             except errors.NotFound:
@@ -366,6 +370,33 @@ class ImageService:
             if image.status != src:
                 raise errors.Forbidden(f"Not allowed to {rule} image in status '{image.status}'")
             db.image_update(session, image_id, values={"status": dst}, from_status=[src])
+
+    def delete_from_store(self, ctx: RequestContext, store_id: str, image_id: str) -> None:
+        """Remove an image's data from one store, keeping it in the others."""
+        if not self.stores.multistore:
+            raise errors.NotFound("Multi backend is not supported at this site.")
+        with self.db.session() as session:
+            image = self._load(ctx, session, image_id)
+            self.policy.enforce(ctx, "delete_image_location", self.target(image))
+            try:
+                self.stores.user_store(store_id)
+            except errors.StoreNotFound:
+                raise errors.Conflict(f"Unknown store {store_id}") from None
+            if image.status != st.ACTIVE:
+                raise errors.Conflict(f"Image {image_id} is {image.status}, not active")
+            active = [loc for loc in image.locations if loc.status == "active"]
+            here = [loc for loc in active if loc.store == store_id]
+            if not here:
+                raise errors.NotFound(f"Image {image_id} is not in store {store_id}")
+            if len(here) == len(active):
+                raise errors.Forbidden("Cannot delete the last location of an image")
+            for loc in here:
+                db.location_delete(session, image_id, loc.url)
+        for loc in here:
+            try:
+                self.stores.get(store_id).delete(loc.url)
+            except errors.NotFound:
+                pass
 
     # -- tags -------------------------------------------------------------
 

@@ -1,0 +1,490 @@
+"""Interoperable import: stage, then import with glance-direct, web-download
+or copy-image, as a task that users can follow.
+
+The image is locked for one import at a time (``os_glance_import_task``);
+progress shows in ``os_glance_importing_to_stores`` and
+``os_glance_failed_import``. Failure puts the image back where it was
+(``queued``, or ``active`` for copy-image) and removes what was written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO
+
+from oslo_config import cfg
+
+from ims import errors
+from ims.context import RequestContext
+from ims.core import status as st
+from ims.core import streams, webdownload
+from ims.core.image_data import ImageDataService
+from ims.core.images import ImageService
+from ims.core.storefile import open_stored
+from ims.core.stores import STAGING, StoreRegistry
+from ims.db import api as db
+from ims.db.models import utcnow
+from ims.disk.model import PROBE_HEAD, PROBE_TAIL, Sample
+from ims.drivers.stores.base import Store, StoredObject
+
+LOG = logging.getLogger(__name__)
+
+LOCK = "os_glance_import_task"
+IMPORTING_TO = "os_glance_importing_to_stores"
+FAILED_IMPORT = "os_glance_failed_import"
+STAGE_HOST = "os_glance_stage_host"
+METHODS = ("glance-direct", "web-download", "copy-image")
+_REQUIRED_STATUS = {
+    "glance-direct": st.UPLOADING,
+    "web-download": st.QUEUED,
+    "copy-image": st.ACTIVE,
+}
+_PROGRESS_EVERY = 2.0  # seconds between task progress writes
+
+
+class ImportService:
+    """Stages data and runs import tasks on a bounded pool of threads."""
+
+    def __init__(self, conf: cfg.ConfigOpts, images: ImageService, data: ImageDataService) -> None:
+        self.conf = conf
+        self.images = images
+        self.data = data
+        self.db = images.db
+        self.stores: StoreRegistry = images.stores
+        self.methods = [m for m in conf.enabled_import_methods if m in METHODS]
+        self._pool = ThreadPoolExecutor(
+            max_workers=conf.task.task_pool_threads, thread_name_prefix="ims-import"
+        )
+
+    # -- stage ------------------------------------------------------------
+
+    def stage(
+        self, ctx: RequestContext, image_id: str, stream: BinaryIO, expected: int | None
+    ) -> None:
+        if "glance-direct" not in self.methods:
+            raise errors.NotFound("The glance-direct import method is not enabled.")
+        staging = self.stores.get(STAGING)
+        with self.db.session() as session:
+            image = self.images._load(ctx, session, image_id)
+            self.images.policy.enforce(ctx, "upload_image", self.images.target(image))
+            if image.status != st.QUEUED:
+                raise errors.Conflict(
+                    f"Image {image_id} is {image.status}; only queued images can be staged."
+                )
+            limit = self.data._limit_for(session, image)
+            db.image_update(
+                session,
+                image_id,
+                values={"status": st.UPLOADING},
+                properties={STAGE_HOST: os.uname().nodename},
+                from_status=[st.QUEUED],
+            )
+        try:
+            if expected is not None and expected > limit:
+                raise self.data._too_large(limit)
+            size_check = streams.SizeLimit(limit, expected, on_exceed=self.data._too_large)
+            chunks = streams.through(streams.read_chunks(stream), [size_check])
+            staging.add(image_id, chunks, size_hint=expected)
+        except BaseException:
+            self._set_status(image_id, st.QUEUED, [st.UPLOADING], {STAGE_HOST: None})
+            raise
+
+    # -- import -----------------------------------------------------------
+
+    def start(
+        self, ctx: RequestContext, image_id: str, body: Any, header_store: str | None
+    ) -> db.Task:
+        """Validate an import request, lock the image, record and queue the task."""
+        method, targets, must_all = self._parse(body, header_store)
+        with self.db.session() as session:
+            image = self.images._load(ctx, session, image_id)
+            rule = "copy_image" if method == "copy-image" else "modify_image"
+            self.images.policy.enforce(ctx, rule, self.images.target(image))
+            if not image.disk_format or not image.container_format:
+                raise errors.Conflict(
+                    "disk_format and container_format must be set before import."
+                )
+            if image.status != _REQUIRED_STATUS[method]:
+                raise errors.Conflict(
+                    f"Image status {image.status} is not valid for {method} import."
+                )
+            if method == "web-download":
+                webdownload.check_uri(self.conf, body["method"].get("uri"))
+            have = {loc.store for loc in image.locations if loc.status == "active"}
+            if method == "copy-image":
+                if body.get("all_stores"):
+                    targets = [s for s in targets if s not in have]
+                    if not targets:
+                        raise errors.Invalid("Image is already present in all stores.")
+                elif have & set(targets):
+                    raise errors.Invalid(
+                        "Image is already present at store "
+                        f"{', '.join(sorted(have & set(targets)))}"
+                    )
+            self._take_lock(session, image)
+            task_id = str(uuid.uuid4())
+            task = db.task_create(
+                session,
+                {
+                    "id": task_id,
+                    "type": "api_image_import",
+                    "status": "pending",
+                    "owner": image.owner,
+                    "image_id": image_id,
+                    "user_id": ctx.user_id,
+                    "request_id": ctx.request_id,
+                    "input": {"image_id": image_id, "import_req": body, "backend": targets},
+                    "message": "",
+                },
+            )
+            values = {} if method == "copy-image" else {"status": st.IMPORTING}
+            db.image_update(
+                session,
+                image_id,
+                values=values,
+                properties={
+                    LOCK: task_id,
+                    IMPORTING_TO: ",".join(targets),
+                    FAILED_IMPORT: "",
+                },
+            )
+        self._pool.submit(
+            self._run, task_id, image_id, method, body, targets, must_all, image.status
+        )
+        return task
+
+    def _parse(self, body: Any, header_store: str | None) -> tuple[str, list[str], bool]:
+        if not isinstance(body, dict) or not isinstance(body.get("method"), dict):
+            raise errors.Invalid("Import request requires a 'method' object.")
+        method = body["method"].get("name")
+        if method not in self.methods:
+            raise errors.Invalid(
+                f"Import method {method!r} is not enabled; choose one of "
+                f"{', '.join(self.methods)}."
+            )
+        all_stores = body.get("all_stores", False)
+        must_all = body.get("all_stores_must_succeed", True)
+        if not isinstance(all_stores, bool) or not isinstance(must_all, bool):
+            raise errors.Invalid("all_stores and all_stores_must_succeed must be booleans.")
+        stores = body.get("stores")
+        if stores is not None and (
+            not isinstance(stores, list) or not all(isinstance(s, str) for s in stores)
+        ):
+            raise errors.Invalid("stores must be a list of store ids.")
+        if not self.stores.multistore:
+            if must_all is False:
+                raise errors.Invalid(
+                    "all_stores_must_succeed can only be false with multiple stores."
+                )
+            # NOTE(ims): like Glance, ignore all_stores on a single-store cloud.
+            return method, [self.stores.default_id], True
+        if all_stores and (stores or header_store):
+            raise errors.Invalid("all_stores cannot be combined with stores.")
+        if all_stores:
+            targets = [info.id for info in self.stores.infos()]
+        elif stores:
+            targets = list(dict.fromkeys(stores))
+        elif header_store:
+            targets = [header_store]
+        else:
+            targets = [self.stores.default_id]
+        for store_id in targets:
+            try:
+                self.stores.user_store(store_id)
+            except errors.StoreNotFound:
+                raise errors.Conflict(f"Unknown store {store_id}") from None
+        return method, targets, must_all
+
+    def _take_lock(self, session: Any, image: db.Image) -> None:
+        holder = image.properties.get(LOCK)
+        if not holder:
+            return
+        try:
+            task = db.task_get(session, holder)
+        except errors.TaskNotFound:
+            return
+        age = (utcnow() - task.updated_at).total_seconds()
+        if task.status in ("pending", "processing") and age < self.conf.task.import_lock_timeout:
+            raise errors.ImageLocked(image_id=image.id)
+
+    # -- the task ---------------------------------------------------------
+
+    def _run(
+        self,
+        task_id: str,
+        image_id: str,
+        method: str,
+        body: dict,
+        targets: list[str],
+        must_all: bool,
+        prior_status: str,
+    ) -> None:
+        self._task(task_id, status="processing")
+        staged: StoredObject | None = None
+        try:
+            if method == "copy-image":
+                failed = self._copy(task_id, image_id, targets, must_all)
+            else:
+                if method == "web-download":
+                    staged = self._download(task_id, image_id, body["method"]["uri"])
+                else:
+                    staged = self._staged(image_id)
+                failed = self._import_staged(task_id, image_id, staged, targets, must_all)
+        except Exception as ex:  # noqa: BLE001 - any failure must end the task
+            LOG.warning("Import task %s of image %s failed: %s", task_id, image_id, ex)
+            self._fail(task_id, image_id, method, targets, str(ex))
+        else:
+            done = utcnow()
+            message = f"Import failed for stores: {', '.join(failed)}" if failed else ""
+            self._task(
+                task_id,
+                status="success",
+                result={"image_id": image_id},
+                message=message,
+                expires_at=self._expiry(done),
+            )
+        finally:
+            if staged is not None:
+                self._drop(self.stores.get(STAGING), staged)
+
+    def _expiry(self, now: datetime.datetime) -> datetime.datetime:
+        return now + datetime.timedelta(hours=self.conf.task.task_time_to_live)
+
+    def _staged(self, image_id: str) -> StoredObject:
+        staging = self.stores.get(STAGING)
+        url = staging.url_prefix() + image_id
+        return StoredObject(url=url, size=staging.get_size(url))
+
+    def _download(self, task_id: str, image_id: str, uri: str) -> StoredObject:
+        staging = self.stores.get(STAGING)
+        with self.db.session() as session:
+            image = db.image_get(session, image_id)
+            limit = self.data._limit_for(session, image)
+        size_check = streams.SizeLimit(limit, on_exceed=self.data._too_large)
+        progress = _Progress(self, task_id, "Downloaded")
+        chunks = streams.through(webdownload.fetch(self.conf, uri), [size_check, progress])
+        return staging.add(image_id, chunks)
+
+    def _import_staged(
+        self, task_id: str, image_id: str, staged: StoredObject, targets: list[str], must_all: bool
+    ) -> list[str]:
+        staging = self.stores.get(STAGING)
+        with self.db.session() as session:
+            image = db.image_get(session, image_id)
+        head = b"".join(staging.get(staged.url, 0, PROBE_HEAD))
+        tail_start = max(0, staged.size - PROBE_TAIL)
+        tail = b"".join(staging.get(staged.url, tail_start, staged.size - tail_start))
+        virtual_size = self.data.check_format(
+            image,
+            lambda: open_stored(staging, staged.url, staged.size),
+            staged.size,
+            Sample(head=head, tail=tail, size=staged.size),
+        )
+        hashes: streams.Hashes | None = None
+        written: list[tuple[Store, StoredObject]] = []
+        failed: list[str] = []
+        try:
+            for store_id in targets:
+                store = self.stores.user_store(store_id)
+                stages: list[Any] = [_Progress(self, task_id, "Copied")]
+                # Hash once, on the first copy that succeeds.
+                attempt = streams.Hashes(self.conf.hashing_algorithm) if hashes is None else None
+                if attempt is not None:
+                    stages.append(attempt)
+                try:
+                    stored = store.add(
+                        image_id, streams.through(staging.get(staged.url), stages), staged.size
+                    )
+                except errors.IMSError as ex:
+                    if must_all:
+                        raise
+                    LOG.warning("Import of %s to %s failed: %s", image_id, store_id, ex)
+                    failed.append(store_id)
+                    self._progress_props(image_id, store_id, failed)
+                    continue
+                hashes = hashes or attempt
+                written.append((store, stored))
+                self._progress_props(image_id, store_id, failed, location=(store_id, stored))
+            if hashes is None:
+                raise errors.Unavailable("Import failed for every store")
+            with self.db.session() as session:
+                db.image_update(
+                    session,
+                    image_id,
+                    values={
+                        "status": st.ACTIVE,
+                        "size": staged.size,
+                        "virtual_size": virtual_size,
+                        "checksum": hashes.checksum,
+                        "os_hash_algo": hashes.algo,
+                        "os_hash_value": hashes.os_hash_value,
+                    },
+                    properties={LOCK: None, STAGE_HOST: None},
+                    from_status=[st.IMPORTING],
+                )
+        except BaseException:
+            for store, stored in written:
+                self._drop(store, stored)
+            raise
+        return failed
+
+    def _copy(self, task_id: str, image_id: str, targets: list[str], must_all: bool) -> list[str]:
+        with self.db.session() as session:
+            image = db.image_get(session, image_id)
+        sources = [loc for loc in image.locations if loc.status == "active"]
+        if not sources:
+            raise errors.Conflict("Image has no data to copy")
+        source = max(sources, key=lambda loc: self.stores.weight(loc.store))
+        source_store = self.stores.get(source.store)
+        failed: list[str] = []
+        for store_id in targets:
+            store = self.stores.user_store(store_id)
+            hashes = streams.Hashes(image.os_hash_algo or self.conf.hashing_algorithm)
+            try:
+                stored = store.add(
+                    image_id,
+                    streams.through(
+                        source_store.get(source.url), [hashes, _Progress(self, task_id, "Copied")]
+                    ),
+                    image.size,
+                )
+                if image.checksum and hashes.checksum != image.checksum:
+                    self._drop(store, stored)
+                    raise errors.Invalid(f"Copy to {store_id} has a different checksum")
+            except errors.IMSError as ex:
+                if must_all:
+                    raise
+                LOG.warning("Copy of %s to %s failed: %s", image_id, store_id, ex)
+                failed.append(store_id)
+                self._progress_props(image_id, store_id, failed)
+                continue
+            self._progress_props(image_id, store_id, failed, location=(store_id, stored))
+        with self.db.session() as session:
+            db.image_update(session, image_id, properties={LOCK: None})
+        return failed
+
+    def _progress_props(
+        self,
+        image_id: str,
+        store_id: str,
+        failed: list[str],
+        location: tuple[str, StoredObject] | None = None,
+    ) -> None:
+        with self.db.session() as session:
+            image = db.image_get(session, image_id)
+            remaining = [
+                s for s in image.properties.get(IMPORTING_TO, "").split(",") if s and s != store_id
+            ]
+            if location is not None:
+                db.location_add(session, image_id, location[0], location[1].url)
+            db.image_update(
+                session,
+                image_id,
+                properties={
+                    IMPORTING_TO: ",".join(remaining),
+                    FAILED_IMPORT: ",".join(failed),
+                },
+            )
+
+    def _fail(
+        self, task_id: str, image_id: str, method: str, targets: list[str], reason: str
+    ) -> None:
+        try:
+            with self.db.session() as session:
+                image = db.image_get(session, image_id)
+                previous = image.properties.get(FAILED_IMPORT, "")
+                failed = sorted(
+                    {
+                        *filter(None, previous.split(",")),
+                        *image.properties.get(IMPORTING_TO, "").split(","),
+                    }
+                    - {""}
+                )
+                values: dict[str, Any] = {}
+                if method != "copy-image" and image.status in (st.IMPORTING, st.UPLOADING):
+                    values = {"status": st.QUEUED, "size": None, "virtual_size": None}
+                    for loc in image.locations:
+                        db.location_delete(session, image_id, loc.url)
+                db.image_update(
+                    session,
+                    image_id,
+                    values=values,
+                    properties={
+                        LOCK: None,
+                        IMPORTING_TO: "",
+                        FAILED_IMPORT: ",".join(failed or targets),
+                        STAGE_HOST: None,
+                    },
+                )
+        except errors.NotFound:
+            pass
+        self._task(
+            task_id, status="failure", message=reason[:1024], expires_at=self._expiry(utcnow())
+        )
+
+    def _task(self, task_id: str, **values: Any) -> None:
+        with self.db.session() as session:
+            db.task_update(session, task_id, **values)
+
+    def _set_status(
+        self, image_id: str, target: str, sources: list[str], properties: dict[str, str | None]
+    ) -> None:
+        try:
+            with self.db.session() as session:
+                db.image_update(
+                    session,
+                    image_id,
+                    values={"status": target},
+                    properties=properties,
+                    from_status=sources,
+                )
+        except (errors.NotFound, errors.Conflict):
+            pass
+
+    def _drop(self, store: Store, stored: StoredObject) -> None:
+        try:
+            store.delete(stored.url)
+        except errors.NotFound:
+            pass
+        except errors.IMSError:
+            LOG.exception("Could not remove %s; store cleanup will", stored.url)
+
+    def discard_staged(self, image_id: str) -> None:
+        """Remove staged data of a deleted image."""
+        staging = self.stores.get(STAGING)
+        try:
+            staging.delete(staging.url_prefix() + image_id)
+        except errors.NotFound:
+            pass
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Progress:
+    """Write "Copied N MiB" to the task every few seconds."""
+
+    def __init__(self, service: ImportService, task_id: str, verb: str) -> None:
+        self.service = service
+        self.task_id = task_id
+        self.verb = verb
+        self.count = 0
+        self.last = time.monotonic()
+
+    def feed(self, chunk: bytes) -> None:
+        self.count += len(chunk)
+        now = time.monotonic()
+        if now - self.last >= _PROGRESS_EVERY:
+            self.last = now
+            self.service._task(self.task_id, message=f"{self.verb} {self.count >> 20} MiB")
+
+    def finish(self) -> None:
+        pass
+
+
+__all__ = ["ImportService"]
