@@ -1,0 +1,514 @@
+"""Helpers shared by the QEMU-family formats (raw, iso, qcow, qcow2, qed).
+
+``FileView`` reads a hostile file by absolute offset without moving a shared
+file position (``os.pread`` when there is a descriptor), so worker threads and
+the caller never race. ``ClusterReader`` turns two-level cluster tables into
+extents and coalesced reads: a format only decodes one *page* of its L2 table
+into a list of host offsets (0 = reads as zeros, > 0 = data at that host
+offset, -1 = look in the page's ``special`` dict for compressed clusters or
+subclusters). Everything else (extents, run coalescing, parallel
+decompression) lives here once.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import io
+import os
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+import zstandard
+
+from ims import errors
+from ims.disk.model import DiskReader, Extent
+
+#: Largest table (L1) any QEMU-family reader loads, as qemu's own limit.
+MAX_TABLE_BYTES = 32 * 1024 * 1024
+#: Largest virtual disk we accept (1 PiB): beyond that the header is absurd.
+MAX_VIRTUAL_SIZE = 1 << 50
+#: Largest single pread the reader issues when coalescing clusters.
+MAX_RUN = 16 * 1024 * 1024
+#: Entries decoded per L2 page: bounds memory however large a table is.
+PAGE_ENTRIES = 8192
+#: Pages kept decoded (each a list of PAGE_ENTRIES ints, ~0.3 MiB).
+PAGE_CACHE = 8
+
+_ZERO_CACHE: dict[int, bytes] = {}
+_NATIVE_LE = sys.byteorder == "little"
+
+
+def be_u64s(buf: bytes) -> array.array:
+    """Decode big-endian u64s at C speed (array + byteswap)."""
+    arr = array.array("Q")
+    arr.frombytes(buf)
+    if _NATIVE_LE:
+        arr.byteswap()
+    return arr
+
+
+def le_u64s(buf: bytes) -> array.array:
+    """Decode little-endian u64s at C speed."""
+    arr = array.array("Q")
+    arr.frombytes(buf)
+    if not _NATIVE_LE:
+        arr.byteswap()
+    return arr
+
+
+def zeros(length: int) -> bytes:
+    """Return ``length`` zero bytes, sharing objects for common sizes."""
+    if length > 16 * 1024 * 1024:
+        return bytes(length)
+    buf = _ZERO_CACHE.get(length)
+    if buf is None:
+        if len(_ZERO_CACHE) > 64:
+            _ZERO_CACHE.clear()
+        buf = _ZERO_CACHE[length] = bytes(length)
+    return buf
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def workers() -> int:
+    """Number of CPU threads compression and decompression may use."""
+    return max(1, min(os.cpu_count() or 1, 16))
+
+
+def pool() -> ThreadPoolExecutor:
+    """Return the process-wide (de)compression pool, created on first use.
+
+    zlib and zstd release the GIL while they work, so threads use every core.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="ims-codec")
+        return _POOL
+
+
+class FileView:
+    """Bounded positional reads of one already-open file.
+
+    Never opens anything; a short read of metadata is a format error, since the
+    caller validated the range against ``size`` first.
+    """
+
+    def __init__(self, file: BinaryIO, fmt: str) -> None:
+        self.file = file
+        self.fmt = fmt
+        self.fd: int | None = None
+        try:
+            fd = file.fileno()
+            os.fstat(fd)
+            self.fd = fd
+        except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+            self.fd = None
+        self._lock = threading.Lock()
+        try:
+            if self.fd is not None:
+                file_size = os.fstat(self.fd).st_size
+                # NOTE(ims): a block device reports st_size 0; ask lseek.
+                if file_size == 0:
+                    file_size = os.lseek(self.fd, 0, os.SEEK_END)
+            else:
+                pos = file.tell()
+                file_size = file.seek(0, os.SEEK_END)
+                file.seek(pos)
+        except OSError as ex:
+            raise errors.ImageFormatError(format=fmt, reason=f"cannot size file: {ex}") from ex
+        self.size: int = file_size
+
+    def error(self, reason: str) -> errors.ImageFormatError:
+        return errors.ImageFormatError(format=self.fmt, reason=reason)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset``; short only at EOF."""
+        if length <= 0:
+            return b""
+        if self.fd is not None:
+            try:
+                data = os.pread(self.fd, length, offset)
+                if len(data) < length and offset + len(data) < self.size:
+                    # A short read before EOF (signal, odd filesystem): finish it.
+                    parts = [data]
+                    got = len(data)
+                    while got < length:
+                        more = os.pread(self.fd, length - got, offset + got)
+                        if not more:
+                            break
+                        parts.append(more)
+                        got += len(more)
+                    data = b"".join(parts)
+                return data
+            except OSError as ex:
+                raise self.error(f"read failed at {offset}: {ex}") from ex
+        with self._lock:
+            self.file.seek(offset)
+            return self.file.read(length)
+
+    def read_exact(self, offset: int, length: int, what: str) -> bytes:
+        """Read exactly ``length`` bytes of metadata, or raise ImageFormatError."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise self.error(f"{what} at {offset} (+{length}) lies outside the file")
+        data = self.pread(offset, length)
+        if len(data) != length:
+            raise self.error(f"{what} at {offset} is truncated")
+        return data
+
+
+def check_range(view: FileView, offset: int, length: int, what: str) -> None:
+    """Refuse a table whose byte range is not inside the file."""
+    if offset < 0 or length < 0 or offset + length > view.size:
+        raise view.error(f"{what} at {offset} (+{length} bytes) lies outside the file")
+
+
+def overlaps(a_off: int, a_len: int, b_off: int, b_len: int) -> bool:
+    return a_len > 0 and b_len > 0 and a_off < b_off + b_len and b_off < a_off + a_len
+
+
+# -- decompression ---------------------------------------------------------------------------
+
+_ZSTD_LOCAL = threading.local()
+
+
+def inflate_cluster(buf: bytes | memoryview, cluster_size: int, fmt: str) -> bytes:
+    """Inflate raw deflate (4 KiB window) to exactly one cluster.
+
+    The stored span is rounded to sectors, so trailing bytes may belong to the
+    next cluster; output is bounded to one cluster whatever the input claims.
+    """
+    try:
+        dec = zlib.decompressobj(-12)
+        out = dec.decompress(buf, cluster_size)
+    except zlib.error as ex:
+        raise errors.ImageFormatError(
+            format=fmt, reason=f"compressed cluster is corrupt: {ex}"
+        ) from ex
+    if len(out) != cluster_size:
+        raise errors.ImageFormatError(
+            format=fmt,
+            reason=f"compressed cluster inflates to {len(out)} bytes, not {cluster_size}",
+        )
+    if not dec.eof:
+        # APPSEC(ims): one more byte tells a stream that merely ends late
+        # (sector padding) from one that inflates past the cluster (a bomb).
+        try:
+            extra = dec.decompress(dec.unconsumed_tail, 1)
+        except zlib.error:
+            extra = b""
+        if extra:
+            raise errors.UnsafeImage(
+                format=fmt,
+                reason="compressed cluster inflates to more than one cluster (decompression bomb)",
+            )
+    return out
+
+
+def zstd_cluster(buf: bytes | memoryview, cluster_size: int, fmt: str) -> bytes:
+    """Decompress zstd frame(s) to exactly one cluster, with bounded output."""
+    dctx = getattr(_ZSTD_LOCAL, "dctx", None)
+    if dctx is None:
+        dctx = _ZSTD_LOCAL.dctx = zstandard.ZstdDecompressor()
+    try:
+        declared = zstandard.frame_content_size(buf)
+        # APPSEC(ims): decompress() allocates whatever the frame header
+        # declares; only let it when that is exactly one cluster (or unknown,
+        # where max_output_size bounds it). Anything else goes through a
+        # bounded stream reader.
+        if declared == cluster_size:
+            out = dctx.decompress(buf)
+        elif declared == -1:
+            out = dctx.decompress(buf, max_output_size=cluster_size)
+        elif declared > cluster_size:
+            raise errors.UnsafeImage(
+                format=fmt,
+                reason=f"compressed cluster declares {declared} bytes, more than one "
+                f"cluster of {cluster_size} (decompression bomb)",
+            )
+        else:
+            reader = dctx.stream_reader(io.BytesIO(bytes(buf)), read_across_frames=True)
+            out = reader.read(cluster_size)
+            while len(out) < cluster_size:
+                more = reader.read(cluster_size - len(out))
+                if not more:
+                    break
+                out += more
+    except zstandard.ZstdError as ex:
+        raise errors.ImageFormatError(
+            format=fmt, reason=f"compressed cluster is corrupt or larger than a cluster: {ex}"
+        ) from ex
+    if len(out) != cluster_size:
+        raise errors.ImageFormatError(
+            format=fmt,
+            reason=f"compressed cluster decompresses to {len(out)} bytes, not {cluster_size}",
+        )
+    return out
+
+
+# -- the generic cluster-table reader ---------------------------------------------------------
+
+#: A decoded page: host offsets per cluster, and details of the -1 entries.
+#: A special value is ("c", host_byte_offset, nbytes) for a compressed cluster
+#: or ("s", ((host_or_0, length), ...)) for a cluster split in subclusters.
+Page = tuple[list[int], dict[int, tuple]]
+
+
+class ClusterReader(DiskReader):
+    """A virtual disk mapped through paged cluster tables.
+
+    Subclasses set ``cluster_bits``/``virtual_size`` and implement
+    ``_decode_page(page_index)`` returning a ``Page`` or None when every
+    cluster of the page reads as zeros.
+    """
+
+    fmt = "image"
+
+    def __init__(self, view: FileView, virtual_size: int, cluster_bits: int) -> None:
+        self.view = view
+        self.virtual_size = virtual_size
+        self.cluster_bits = cluster_bits
+        self.cluster_size = 1 << cluster_bits
+        self.page_bits = PAGE_ENTRIES.bit_length() - 1
+        self.n_clusters = (virtual_size + self.cluster_size - 1) >> cluster_bits
+        self.n_pages = (self.n_clusters + PAGE_ENTRIES - 1) >> self.page_bits
+        self._pages: collections.OrderedDict[int, Page | None] = collections.OrderedDict()
+        self._decompress: Callable[[bytes | memoryview, int, str], bytes] = inflate_cluster
+
+    # subclass hook -------------------------------------------------------------------------
+    def _decode_page(self, page: int) -> Page | None:
+        raise NotImplementedError
+
+    def _page(self, page: int) -> Page | None:
+        cache = self._pages
+        try:
+            found = cache[page]
+            cache.move_to_end(page)
+            return found
+        except KeyError:
+            pass
+        found = self._decode_page(page)
+        cache[page] = found
+        if len(cache) > PAGE_CACHE:
+            cache.popitem(last=False)
+        return found
+
+    def validate_all(self) -> dict[str, int]:
+        """Decode every page once (validating it) and count cluster kinds."""
+        data = compressed = 0
+        for page in range(self.n_pages):
+            found = self._decode_page(page)
+            if found is None:
+                continue
+            hosts, special = found
+            data += sum(1 for h in hosts if h > 0)
+            for value in special.values():
+                if value[0] == "c":
+                    compressed += 1
+                else:
+                    data += 1
+        return {"allocated_clusters": data + compressed, "compressed_clusters": compressed}
+
+    # extents -------------------------------------------------------------------------------
+    def extents(self) -> Iterator[Extent]:
+        cs = self.cluster_size
+        size = self.virtual_size
+        run_start = 0
+        run_zero: bool | None = None
+        for page in range(self.n_pages):
+            base = (page << self.page_bits) << self.cluster_bits
+            found = self._page(page)
+            if found is None:
+                pieces: Iterator[tuple[int, int, bool]] = iter(((base, PAGE_ENTRIES * cs, True),))
+            else:
+                pieces = self._page_pieces(base, found)
+            for off, _length, zero in pieces:
+                if off >= size:
+                    break
+                if zero is not run_zero:
+                    if run_zero is not None and off > run_start:
+                        yield Extent(run_start, off - run_start, run_zero)
+                    run_start = off
+                    run_zero = zero
+        if run_zero is not None and size > run_start:
+            yield Extent(run_start, size - run_start, run_zero)
+
+    def _page_pieces(self, base: int, found: Page) -> Iterator[tuple[int, int, bool]]:
+        """Yield (offset, length, zero) transitions inside one page."""
+        hosts, special = found
+        cs = self.cluster_size
+        off = base
+        prev: bool | None = None
+        for index, host in enumerate(hosts):
+            if host >= 0:
+                zero = host == 0
+                if zero is not prev:
+                    yield off, cs, zero
+                    prev = zero
+            else:
+                value = special[index]
+                if value[0] == "c":
+                    if prev is not False:
+                        yield off, cs, False
+                        prev = False
+                else:
+                    sub_off = off
+                    for sub_host, sub_len in value[1]:
+                        zero = sub_host == 0
+                        if zero is not prev:
+                            yield sub_off, sub_len, zero
+                            prev = zero
+                        sub_off += sub_len
+            off += cs
+
+    # reads ---------------------------------------------------------------------------------
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+            raise errors.Invalid(
+                f"read of {length} bytes at {offset} is outside the {self.fmt} disk"
+            )
+        if length == 0:
+            return b""
+        cbits = self.cluster_bits
+        cs = self.cluster_size
+        pbits = self.page_bits
+        pmask = PAGE_ENTRIES - 1
+        # pieces: bytes, or ("run", host, n) coalesced reads, or ("c", value, within, n)
+        pieces: list = []
+        run_host = -1
+        run_len = 0
+        zero_len = 0
+        pos = offset
+        end = offset + length
+        while pos < end:
+            ci = pos >> cbits
+            within = pos - (ci << cbits)
+            n = cs - within
+            if n > end - pos:
+                n = end - pos
+            found = self._page(ci >> pbits)
+            host = 0 if found is None else found[0][ci & pmask]
+            if host > 0:
+                host += within
+                if run_len and run_host + run_len == host and run_len + n <= MAX_RUN:
+                    run_len += n
+                else:
+                    if zero_len:
+                        pieces.append(zeros(zero_len))
+                        zero_len = 0
+                    if run_len:
+                        pieces.append(("run", run_host, run_len))
+                    run_host = host
+                    run_len = n
+            elif host == 0:
+                if run_len:
+                    pieces.append(("run", run_host, run_len))
+                    run_len = 0
+                zero_len += n
+            else:
+                if run_len:
+                    pieces.append(("run", run_host, run_len))
+                    run_len = 0
+                if zero_len:
+                    pieces.append(zeros(zero_len))
+                    zero_len = 0
+                value = found[1][ci & pmask]  # type: ignore[index]
+                if value[0] == "c":
+                    pieces.append(("c", value, within, n))
+                else:
+                    self._sub_pieces(pieces, value[1], within, n)
+            pos += n
+        if run_len:
+            pieces.append(("run", run_host, run_len))
+        if zero_len:
+            pieces.append(zeros(zero_len))
+        return self._assemble(pieces)
+
+    def _sub_pieces(self, pieces: list, subs: tuple, within: int, n: int) -> None:
+        """Append the pieces of [within, within+n) of a subclustered cluster."""
+        sub_off = 0
+        for sub_host, sub_len in subs:
+            lo = max(within, sub_off)
+            hi = min(within + n, sub_off + sub_len)
+            if lo < hi:
+                if sub_host:
+                    pieces.append(("run", sub_host + (lo - sub_off), hi - lo))
+                else:
+                    pieces.append(zeros(hi - lo))
+            sub_off += sub_len
+
+    def _read_data(self, host: int, length: int) -> bytes:
+        data = self.view.pread(host, length)
+        if len(data) < length:
+            # NOTE(ims): a data cluster may end past EOF (qemu pads such reads
+            # with zeros); its start was checked to be inside the file.
+            data += zeros(length - len(data))
+        return data
+
+    def _assemble(self, pieces: list) -> bytes:
+        compressed = [p for p in pieces if type(p) is tuple and p[0] == "c"]
+        inflated: dict[int, bytes] = {}
+        if compressed:
+            inflated = self._inflate_all(compressed)
+        out: list[bytes] = []
+        for piece in pieces:
+            if type(piece) is not tuple:
+                out.append(piece)
+            elif piece[0] == "run":
+                out.append(self._read_data(piece[1], piece[2]))
+            else:
+                _, value, within, n = piece
+                data = inflated[id(piece)]
+                out.append(data if within == 0 and n == len(data) else data[within : within + n])
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+    def _inflate_all(self, compressed: list[tuple]) -> dict[int, bytes]:
+        """Read compressed clusters with coalesced reads; inflate them in parallel."""
+        # Group clusters whose stored bytes lie close together into one pread.
+        groups: list[tuple[int, bytes, list[tuple]]] = []
+        start = end = -1
+        members: list[tuple] = []
+        for piece in compressed:
+            _, value, _, _ = piece
+            c_off, c_len = value[1], value[2]
+            if members and start <= c_off <= end + 4096 and c_off + c_len - start <= MAX_RUN:
+                end = max(end, c_off + c_len)
+                members.append(piece)
+                continue
+            if members:
+                groups.append((start, self.view.pread(start, end - start), members))
+            start, end, members = c_off, c_off + c_len, [piece]
+        if members:
+            groups.append((start, self.view.pread(start, end - start), members))
+        jobs: list[tuple[tuple, memoryview]] = []
+        for g_start, buf, g_members in groups:
+            view = memoryview(buf)
+            for piece in g_members:
+                c_off, c_len = piece[1][1], piece[1][2]
+                jobs.append((piece, view[c_off - g_start : c_off - g_start + c_len]))
+        cs = self.cluster_size
+        fmt = self.fmt
+        decompress = self._decompress
+
+        def run(batch: list[tuple[tuple, memoryview]]) -> list[tuple[int, bytes]]:
+            return [(id(piece), decompress(chunk, cs, fmt)) for piece, chunk in batch]
+
+        n_workers = workers()
+        if len(jobs) < 4 or n_workers == 1:
+            return dict(run(jobs))
+        step = (len(jobs) + n_workers - 1) // n_workers
+        batches = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+        futures = [pool().submit(run, batch) for batch in batches[1:]]
+        result = dict(run(batches[0]))
+        for future in futures:
+            result.update(future.result())
+        return result

@@ -1,0 +1,175 @@
+"""Raw disk images: the file is the disk.
+
+Raw is never probed; it is what a file is when no other format claims it.
+The reader asks the filesystem where the holes are (SEEK_DATA/SEEK_HOLE) so
+sparse files are copied without reading their holes; the writer leaves holes
+where the disk is zero when the output can seek, and writes zeros otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ims import errors
+from ims.disk.copy import iter_blocks
+from ims.disk.model import BLOCK_SIZE, DiskReader, Extent, ImageInfo, Sample
+from ims.drivers.formats import _qemu
+from ims.drivers.formats.base import DiskFormat
+
+FMT = "raw"
+
+_SEEK_DATA = getattr(os, "SEEK_DATA", None)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
+
+
+class RawReader(DiskReader):
+    """The bytes of a file, with its holes reported as zero extents."""
+
+    fmt = FMT
+
+    def __init__(self, view: _qemu.FileView, virtual_size: int | None = None) -> None:
+        self.view = view
+        self.virtual_size = view.size if virtual_size is None else virtual_size
+
+    def extents(self) -> Iterator[Extent]:
+        size = self.virtual_size
+        fd = self.view.fd
+        if size == 0:
+            return
+        if fd is None or _SEEK_DATA is None or _SEEK_HOLE is None:
+            yield Extent(0, size, False)
+            return
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, _SEEK_DATA)
+            except OSError as ex:
+                if ex.errno == errno.ENXIO:
+                    # No data past pos: the rest is a hole.
+                    yield Extent(pos, size - pos, True)
+                    return
+                # The filesystem cannot tell: report everything left as data.
+                yield Extent(pos, size - pos, False)
+                return
+            data = min(data, size)
+            if data > pos:
+                yield Extent(pos, data - pos, True)
+                pos = data
+                if pos >= size:
+                    return
+            try:
+                hole = os.lseek(fd, pos, _SEEK_HOLE)
+            except OSError:
+                hole = size
+            hole = min(max(hole, pos + 1), size)
+            yield Extent(pos, hole - pos, False)
+            pos = hole
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+            raise errors.Invalid(f"read of {length} bytes at {offset} is outside the disk")
+        data = self.view.pread(offset, length)
+        if len(data) != length:
+            if offset + length > self.view.size:
+                # A disk larger than its file (ISO volume rounding): zeros past EOF.
+                return data + _qemu.zeros(length - len(data))
+            raise errors.ImageFormatError(format=self.fmt, reason="file shrank while reading")
+        return data
+
+
+class RawFormat(DiskFormat):
+    """A plain disk image; the fallback format."""
+
+    name = FMT
+    streaming_write = True
+    detectable = False
+
+    def probe(self, sample: Sample) -> bool:
+        return False
+
+    def inspect(self, file: BinaryIO) -> ImageInfo:
+        view = _qemu.FileView(file, FMT)
+        return ImageInfo(format=FMT, virtual_size=view.size, actual_size=view.size)
+
+    def open(self, file: BinaryIO) -> DiskReader:
+        return RawReader(_qemu.FileView(file, FMT))
+
+    def can_write(self) -> bool:
+        return True
+
+    def write(
+        self, reader: DiskReader, out: BinaryIO, options: dict[str, Any] | None = None
+    ) -> None:
+        """Write the disk's bytes; zero extents become holes when ``out`` can seek."""
+        if options:
+            raise errors.Invalid(f"unknown raw options: {', '.join(sorted(options))}")
+        seekable = getattr(out, "seekable", None)
+        sparse = bool(seekable and _call_quietly(seekable))
+        start = out.tell() if sparse else 0
+        if sparse:
+            # Whatever the output held past our start must read back as zeros.
+            sparse = _truncate(out, start)
+        fd = _fileno(out) if sparse else None
+        if fd is not None:
+            out.flush()
+        size = reader.virtual_size
+        for offset, length, data in iter_blocks(reader, BLOCK_SIZE):
+            if data is None:
+                if not sparse:
+                    _write_zeros(out, length)
+                continue
+            if fd is not None:
+                _pwrite_all(fd, data, start + offset)
+            else:
+                if sparse:
+                    out.seek(start + offset)
+                out.write(data)
+        if sparse:
+            if not _truncate(out, start + size) and size:
+                # Cannot extend by truncating: write the trailing zero byte.
+                out.seek(start + size - 1)
+                out.write(b"\0")
+            out.seek(start + size)
+
+
+def _call_quietly(func: Any) -> bool:
+    try:
+        return bool(func())
+    except (OSError, ValueError):
+        return False
+
+
+def _fileno(out: BinaryIO) -> int | None:
+    try:
+        fd = out.fileno()
+        os.fstat(fd)
+        return fd
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _truncate(out: BinaryIO, size: int) -> bool:
+    try:
+        out.truncate(size)
+        return True
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _write_zeros(out: BinaryIO, length: int) -> None:
+    zero = memoryview(_qemu.zeros(min(length, BLOCK_SIZE)))
+    while length > 0:
+        n = min(length, len(zero))
+        out.write(zero[:n])
+        length -= n
