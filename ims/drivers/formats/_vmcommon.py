@@ -342,6 +342,24 @@ def skip_zeros(out: BinaryIO, length: int, seekable: bool) -> None:
         write_zeros(out, length)
 
 
+def extend_to(out: BinaryIO, size: int) -> None:
+    """Make a seekable ``out`` at least ``size`` bytes long, zero filled.
+
+    ``truncate`` extends real files (as a hole) but not every file-like
+    object (BytesIO), so fall back to writing the last byte.
+    """
+    end = out.seek(0, os.SEEK_END)
+    if end >= size:
+        return
+    try:
+        out.truncate(size)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    if out.seek(0, os.SEEK_END) < size:
+        out.seek(size - 1)
+        out.write(b"\0")
+
+
 def is_seekable(out: BinaryIO) -> bool:
     """Tell whether ``out`` can seek (and be truncated for holes)."""
     try:

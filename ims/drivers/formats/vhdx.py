@@ -11,7 +11,6 @@ all read as zeros and "fully present" is data.
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from ims.drivers.formats._vmcommon import (
     TiB,
     UnitMap,
     bad,
+    extend_to,
     is_seekable,
     is_zero,
     iter_data_windows,
@@ -408,9 +408,7 @@ class _Writer:
             self._pwrite(block_off + offset % self.bs, data)
         self._flush_page()
         end = self.base + self.next_off
-        self.out.seek(0, os.SEEK_END)
-        if self.out.tell() < end:
-            self.out.truncate(end)
+        extend_to(self.out, end)
         self.out.seek(end)
 
     def _set_entry(self, index: int, value: int) -> None:

@@ -35,6 +35,7 @@ from ims.drivers.formats._vmcommon import (
     TiB,
     UnitMap,
     bad,
+    extend_to,
     is_seekable,
     is_zero,
     iter_data_windows,
@@ -719,7 +720,7 @@ class _SparseWriter:
             if sys.byteorder != "little":
                 gd.byteswap()
             self._pwrite(gd_sector, gd.tobytes())
-        out.truncate(self.base + self.overhead * SECTOR)
+        extend_to(out, self.base + self.overhead * SECTOR)
         gb = WRITE_GRAIN * SECTOR
         next_sector = self.overhead
         current = -1
