@@ -80,7 +80,8 @@ _HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
 _MARKER = struct.Struct("<QII")
 _GRAIN_MARKER = struct.Struct("<QI")
 _EXTENT_RE = re.compile(
-    r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)"(?:\s+(\d+))?)?\s*$', re.IGNORECASE
+    r'^(RW|RDONLY|NOACCESS)\s+(\d{1,20})\s+(\S+)(?:\s+"([^"]*)"(?:\s+(\d{1,20}))?)?\s*$',
+    re.IGNORECASE,
 )
 _ACCESS_RE = re.compile(r"^(RW|RDONLY|NOACCESS)\b", re.IGNORECASE)
 _VERSION_RE = re.compile(r"^version\s*=\s*\d+\s*$", re.IGNORECASE)
@@ -117,7 +118,7 @@ class _Descriptor:
             if not line or line.startswith("#"):
                 continue
             if _ACCESS_RE.match(line):
-                match = _EXTENT_RE.match(line)
+                match = _EXTENT_RE.match(line) if len(line) <= 4096 else None
                 if not match:
                     raise bad(FMT, f"malformed extent line {line[:80]!r}")
                 access, sectors, kind, name, offset = match.groups()

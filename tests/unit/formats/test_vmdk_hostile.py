@@ -283,3 +283,8 @@ def test_compressed_without_markers_refused():
 
 def test_garbage_is_not_a_vmdk():
     _refused(b"hello world" * 100, errors.ImageFormatError, r"no KDMV header")
+
+
+def test_extent_line_with_absurd_numbers_is_malformed():
+    text = _descriptor(f'RW {"9" * 5000} SPARSE "disk.vmdk"')
+    _refused(_with_descriptor(_sparse(), text), errors.ImageFormatError, r"malformed extent")
