@@ -511,7 +511,8 @@ class SwiftStore(Store):
             if manifest_sent:
                 self._delete_quietly(self.container, image_id, token)
             for name in uploaded:
-                self._delete_quietly(self.segments, name)
+                if not self._delete_quietly(self.segments, name):
+                    break  # the store is out of reach: the rest is for cleanup()
             raise
         finally:
             with self._active_lock:
