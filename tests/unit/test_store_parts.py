@@ -1,0 +1,178 @@
+"""The part pipeline shared by the S3 and Swift stores: sizes, re-chunking, memory bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, upload_parts
+from ims.drivers.stores.s3 import S3_LIMITS
+from ims.drivers.stores.swift import DEFAULT_LIMITS as SWIFT_LIMITS
+
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+def total(plan, parts: int) -> int:  # noqa: ANN001 - a planner
+    return sum(plan(number) for number in range(1, parts + 1))
+
+
+@pytest.mark.parametrize("size", [12 * MiB, 6 * GiB, 100 * GiB, TiB, 5 * TiB])
+def test_known_size_fits_in_max_parts(size: int) -> None:
+    plan = S3_LIMITS.planner(10 * MiB, size)
+    part = plan(1)
+    assert part % MiB == 0
+    assert part >= 10 * MiB
+    assert -(-size // part) <= S3_LIMITS.max_parts
+    assert part <= S3_LIMITS.max_size
+    assert plan(1) == plan(9999)  # equal parts
+
+
+def test_known_small_size_keeps_configured_part() -> None:
+    assert S3_LIMITS.planner(10 * MiB, 6 * GiB)(1) == 10 * MiB
+
+
+def test_part_size_clamped_to_service_minimum() -> None:
+    assert PartLimits(5 * MiB, GiB, 100).planner(MiB, None)(1) == 5 * MiB
+
+
+@pytest.mark.parametrize(("limits", "part"), [(S3_LIMITS, 10 * MiB), (SWIFT_LIMITS, 200 * MiB)])
+def test_unknown_size_grows_parts_to_cover_terabytes(limits: PartLimits, part: int) -> None:
+    plan = limits.planner(part, None)
+    assert plan(1) == part
+    assert plan(limits.max_parts) <= limits.max_size
+    assert all(plan(n) <= plan(n + 1) for n in range(1, limits.max_parts))
+    assert total(plan, limits.max_parts) >= 3 * TiB
+
+
+def test_reader_recuts_chunks() -> None:
+    reader = ChunkReader([b"abc", b"", b"defgh", b"ij"])
+    assert reader.peek(4) >= 4
+    assert reader.read(4) == b"abcd"
+    assert reader.read(5) == b"efghi"
+    assert reader.read(5) == b"j"
+    assert reader.read(5) == b""
+    assert reader.consumed == 10
+
+
+def test_reader_drain_and_iterate() -> None:
+    reader = ChunkReader([b"abc", b"def", b"gh"])
+    assert reader.peek(2) == 3
+    assert list(reader) == [b"abc", b"def", b"gh"]
+    assert reader.consumed == 8
+    reader = ChunkReader([b"abc"])
+    assert reader.peek(10) == 3
+    assert reader.drain() == b"abc"
+    assert reader.consumed == 3
+
+
+def test_reader_hands_whole_chunks_over_without_copy() -> None:
+    chunk = bytes(1000)
+    reader = ChunkReader([chunk, bytearray(b"tail")])
+    assert reader.read(1000) is chunk
+    buffer = bytearray(b"abcd")
+    reader = ChunkReader([b"xy", buffer])
+    reader.peek(6)
+    buffer[:] = b"ZZZZ"  # a caller reusing its buffer must not change what was read
+    assert reader.read(6) == b"xyabcd"
+
+
+def test_reader_keeps_input_error() -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"x"
+        raise ValueError("gone")
+
+    reader = ChunkReader(broken())
+    with pytest.raises(ValueError):
+        reader.read(10)
+    assert isinstance(reader.error, ValueError)
+
+
+class Meter:
+    """Input that counts bytes handed out; a sender that counts bytes let go."""
+
+    def __init__(self, size: int, chunk: int, fail_input_at: int | None = None) -> None:
+        self.size, self.chunk, self.fail_input_at = size, chunk, fail_input_at
+        self.lock = threading.Lock()
+        self.outstanding = 0
+        self.peak = 0
+        self.sending = 0
+        self.sent: list[int] = []
+
+    def chunks(self) -> Iterator[bytes]:
+        given = 0
+        while given < self.size:
+            if self.fail_input_at is not None and given >= self.fail_input_at:
+                raise OSError("client went away")
+            piece = min(self.chunk, self.size - given)
+            given += piece
+            with self.lock:
+                self.outstanding += piece
+                self.peak = max(self.peak, self.outstanding)
+            yield bytes(piece)
+
+    def send(self, number: int, data: bytes) -> int:
+        with self.lock:
+            self.sending += 1
+        time.sleep(0.002)
+        with self.lock:
+            self.sending -= 1
+            self.outstanding -= len(data)
+            self.sent.append(number)
+        return number
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_upload_parts_memory_bound_and_order(threads: int) -> None:
+    part, chunk = 64 * 1024, 10_000
+    meter = Meter(40 * part + 123, chunk)
+    results = upload_parts(
+        ChunkReader(meter.chunks()),
+        lambda number: part,
+        meter.send,
+        threads,
+        1000,
+        lambda: AssertionError("too many"),
+    )
+    assert results == list(range(1, 42))
+    assert meter.outstanding == 0
+    assert meter.peak <= (threads + 1) * part + chunk
+
+
+def test_upload_parts_stops_on_send_failure_and_waits() -> None:
+    meter = Meter(100 * 1024, 1024)
+
+    def send(number: int, data: bytes) -> int:
+        if number == 3:
+            raise ConnectionError("store went away")
+        return meter.send(number, data)
+
+    with pytest.raises(ConnectionError):
+        upload_parts(ChunkReader(meter.chunks()), lambda n: 1024, send, 2, 1000, RuntimeError)
+    assert meter.sending == 0
+    assert len(meter.sent) < 99  # reading stopped early
+
+
+def test_upload_parts_input_failure_waits_for_senders() -> None:
+    meter = Meter(100 * 1024, 1024, fail_input_at=20 * 1024)
+    with pytest.raises(OSError, match="client went away"):
+        upload_parts(
+            ChunkReader(meter.chunks()), lambda n: 4096, meter.send, 3, 1000, RuntimeError
+        )
+    assert meter.sending == 0
+
+
+def test_upload_parts_refuses_too_many_parts() -> None:
+    meter = Meter(10 * 1024, 1024)
+    with pytest.raises(OverflowError):
+        upload_parts(ChunkReader(meter.chunks()), lambda n: 1024, meter.send, 2, 5, OverflowError)
+    assert meter.sending == 0
+
+
+def test_upload_parts_sends_one_empty_part_for_empty_input() -> None:
+    sent: list[bytes] = []
+    upload_parts(ChunkReader([]), lambda n: 10, lambda n, d: sent.append(d), 1, 5, RuntimeError)
+    assert sent == [b""]
