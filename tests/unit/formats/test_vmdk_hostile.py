@@ -288,3 +288,18 @@ def test_garbage_is_not_a_vmdk():
 def test_extent_line_with_absurd_numbers_is_malformed():
     text = _descriptor(f'RW {"9" * 5000} SPARSE "disk.vmdk"')
     _refused(_with_descriptor(_sparse(), text), errors.ImageFormatError, r"malformed extent")
+
+
+def test_zeroed_grain_entries_read_as_zeros_only_with_the_flag():
+    img = _sparse()
+    gt = _first_gt(img)
+    entries = struct.unpack_from("<512I", img, gt)
+    index = next(i for i, e in enumerate(entries) if e)
+    _put(img, gt + index * 4, "<I", 1)
+    # Without the zeroed-grain flag, GTE 1 points at the descriptor sector.
+    _refused(img, errors.ImageFormatError, r"into the metadata")
+    _put(img, FLAGS, "<I", _get(img, FLAGS, "<I") | 4)
+    _put(img, VERSION, "<I", 2)
+    reader = FMT.open(io.BytesIO(bytes(img)))
+    assert reader.read(index * 65536, 65536) == bytes(65536)
+    assert any(e.zero and e.offset == index * 65536 for e in reader.extents())
