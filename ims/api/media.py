@@ -18,6 +18,18 @@ def media_type(req: falcon.Request) -> str:
     return (req.content_type or "").split(";", 1)[0].strip().lower()
 
 
+def body_stream(req: falcon.Request) -> Any:
+    """Return the request body as a file that ends where the body ends.
+
+    Falcon's bounded_stream reads nothing without Content-Length, which a
+    chunked body (Tempest's uploads) never has; the WSGI server de-chunks
+    and marks wsgi.input as terminated, so that stream can be read to EOF.
+    """
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        return req.stream
+    return req.bounded_stream
+
+
 def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JSON,)) -> Any:
     """Read and parse a JSON body of at most ``max_size`` bytes."""
     kind = media_type(req)
@@ -26,7 +38,7 @@ def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JS
     length = req.content_length
     if length is not None and length > max_size:
         raise errors.TooLarge(f"Request body exceeds {max_size} bytes")
-    raw = req.bounded_stream.read(max_size + 1)
+    raw = body_stream(req).read(max_size + 1)
     if len(raw) > max_size:
         raise errors.TooLarge(f"Request body exceeds {max_size} bytes")
     if not raw.strip():
