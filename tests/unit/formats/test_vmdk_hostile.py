@@ -302,4 +302,4 @@ def test_zeroed_grain_entries_read_as_zeros_only_with_the_flag():
     _put(img, VERSION, "<I", 2)
     reader = FMT.open(io.BytesIO(bytes(img)))
     assert reader.read(index * 65536, 65536) == bytes(65536)
-    assert any(e.zero and e.offset == index * 65536 for e in reader.extents())
+    assert any(e.zero and e.offset <= index * 65536 < e.end for e in reader.extents())
