@@ -15,6 +15,7 @@ inflates forwards with bounded output per step; reading backwards restarts.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import math
 import os
@@ -345,7 +346,7 @@ class ZvhdReader(DiskReader):
 # -- the writer ------------------------------------------------------------
 
 
-def _incompressible(piece: memoryview) -> bool:
+def _incompressible(piece: bytes) -> bool:
     """Guess from three 4 KiB samples whether deflating ``piece`` is a waste.
 
     PERF(ims): deflate crawls over random data (~50 MB/s) to save nothing;
@@ -361,21 +362,35 @@ def _incompressible(piece: memoryview) -> bool:
     return True
 
 
+_ZERO_SEGMENT = bytes(SEGMENT)
+
+
+@functools.lru_cache(maxsize=10)
+def _zero_segment(level: int) -> bytes:
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+    return comp.compress(_ZERO_SEGMENT) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
 def _deflate_block(data: bytes | memoryview, level: int, final: bool) -> bytes:
     """Deflate one block as independent segments, ending on a byte boundary.
 
     Each segment gets its own compressor, so no back-reference crosses a
     segment and any segment start is a clean restart point of the stream.
     """
-    view = memoryview(data)
+    data = bytes(data)
     out = []
-    size = len(view)
+    size = len(data)
     for start in range(0, size, SEGMENT):
-        piece = view[start : start + SEGMENT]
+        # NOTE(ims): bytes slices (memcpy) compare far faster than memoryviews.
+        piece = data[start : start + SEGMENT]
+        last = final and start + SEGMENT >= size
+        if not last and len(piece) == SEGMENT and piece == _ZERO_SEGMENT:
+            # PERF(ims): partly filled blocks end in zeros; reuse their encoding.
+            out.append(_zero_segment(level))
+            continue
         lvl = 0 if level and _incompressible(piece) else level
         comp = zlib.compressobj(lvl, zlib.DEFLATED, -15, 9)
         out.append(comp.compress(piece))
-        last = final and start + SEGMENT >= size
         out.append(comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
     if size == 0 and final:
         out.append(zlib.compressobj(level, zlib.DEFLATED, -15).flush())
