@@ -129,8 +129,9 @@ class RawFormat(DiskFormat):
                     out.seek(start + offset)
                 out.write(data)
         if sparse:
-            if not _truncate(out, start + size) and size:
-                # Cannot extend by truncating: write the trailing zero byte.
+            _truncate(out, start + size)
+            # Some outputs (BytesIO) cannot grow by truncating: write the last byte.
+            if size and out.seek(0, os.SEEK_END) < start + size:
                 out.seek(start + size - 1)
                 out.write(b"\0")
             out.seek(start + size)
