@@ -79,8 +79,8 @@ def ims_img() -> list[str]:
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "ims.cmd.img"]
 
 
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """Run ``cmd``; return (seconds, peak RSS in KiB, stderr tail)."""
+def timed(cmd: list[str]) -> tuple[float, int, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS in KiB, CPU seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -90,7 +90,7 @@ def timed(cmd: list[str]) -> tuple[float, int, str]:
     elapsed = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(err.decode(errors="replace").strip().splitlines()[-1:] or "failed")
-    return elapsed, usage.ru_maxrss, err.decode(errors="replace")
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def mkdisk(shared: Path, path: Path, size_mib: int) -> None:
@@ -126,6 +126,7 @@ def prepare_sources(work: Path, raw: Path) -> dict[str, Path]:
 def run_case(case: Case, src: Path, work: Path, runs: int, stat: str, virtual: int) -> dict:
     ours_out, qemu_out = work / "out.ours", work / "out.qemu"
     ours_t, qemu_t, rss = [], [], []
+    cpu: dict[str, list[float]] = {"ours": [], "qemu": []}
     note = ""
     for _ in range(runs):
         for side in ("ours", "qemu"):
@@ -136,9 +137,10 @@ def run_case(case: Case, src: Path, work: Path, runs: int, stat: str, virtual: i
             else:
                 cmd = ["qemu-img", "convert", *case.qemu, str(src), str(out)]
             try:
-                seconds, peak, _ = timed(cmd)
+                seconds, peak, cpu_s = timed(cmd)
             except RuntimeError as ex:
                 return {"case": case, "skip": f"{side}: {ex}"}
+            cpu[side].append(cpu_s)
             (ours_t if side == "ours" else qemu_t).append(seconds)
             if side == "ours":
                 rss.append(peak)
@@ -157,6 +159,7 @@ def run_case(case: Case, src: Path, work: Path, runs: int, stat: str, virtual: i
         "ours_size": ours_size,
         "qemu_size": qemu_size,
         "rss_mib": max(rss) / 1024,
+        "cpu_ratio": pick(cpu["qemu"]) / pick(cpu["ours"]),
         "ok": ok,
         "note": note,
     }
@@ -184,7 +187,7 @@ def rss_check(work: Path, gib: int, formats: list[str]) -> list[tuple[str, float
         dst = work / f"sparse.{fmt}"
         dst.unlink(missing_ok=True)
         try:
-            seconds, peak, _ = timed([*ims_img(), "convert", "-f", "raw", "-O", fmt, str(path),
+            seconds, peak, _cpu = timed([*ims_img(), "convert", "-f", "raw", "-O", fmt, str(path),
                                       str(dst)])  # fmt: skip
             rows.append((fmt, peak / 1024, seconds))
         except RuntimeError as ex:
@@ -226,24 +229,29 @@ def main() -> int:
                                 virtual))  # fmt: skip
 
     print()
+    print("ratio = qemu-img wall time / ours (the target); cpu ratio = the same for CPU time")
+    print(
+        f"load average now: {os.getloadavg()[0]:.1f} (other work on the machine skews wall times)"
+    )
     print(f"disk: {virtual // MiB} MiB from mkdisk.py, {args.runs} run(s) a side, "
           f"{args.stat} time, {os.cpu_count()} CPUs")  # fmt: skip
-    head = (f"{'conversion':<28}{'ours MiB/s':>11}{'qemu MiB/s':>11}{'ratio':>7}{'target':>8}"
-            f"{'ours size':>12}{'qemu size':>12}{'RSS MiB':>9}  result")  # fmt: skip
+    head = f"{'conversion':<28}{'ours MiB/s':>11}{'qemu MiB/s':>11}{'ratio':>7}{'target':>8}"
+    head += f"{'ours size':>12}{'qemu size':>12}{'RSS MiB':>9}{'cpu ratio':>10}  result"
     print(head)
     print("-" * len(head))
     failed = 0
     for row in results:
         case = row["case"]
         if "skip" in row:
-            print(f"{case.name:<28}{'':>57}  SKIP ({row['skip']})")
+            print(f"{case.name:<28}{'':>67}  SKIP ({row['skip']})")
             continue
         verdict = "PASS" if row["ok"] else "FAIL"
         failed += not row["ok"]
         print(
             f"{case.name:<28}{row['ours_mibs']:>11.0f}{row['qemu_mibs']:>11.0f}"
             f"{row['ratio']:>7.2f}{case.target:>7.1f}x{row['ours_size'] / MiB:>11.1f}M"
-            f"{row['qemu_size'] / MiB:>11.1f}M{row['rss_mib']:>9.0f}  {verdict} {row['note']}"
+            f"{row['qemu_size'] / MiB:>11.1f}M{row['rss_mib']:>9.0f}{row['cpu_ratio']:>10.2f}"
+            f"  {verdict} {row['note']}"
         )
     if args.rss_gib:
         print()
