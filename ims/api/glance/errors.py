@@ -1,12 +1,13 @@
 """Render every error of the Image API v2 dialect, in one place.
 
-Glance answers with webob's error bodies: JSON when the client accepts it,
-plain text otherwise. Core errors are mapped to statuses by type here and
+Glance answers with webob's error bodies: HTML, JSON or plain text, chosen
+by the Accept header the way webob chooses. Core errors are mapped to statuses by type here and
 nowhere else.
 """
 
 from __future__ import annotations
 
+import html
 import http
 import json
 import logging
@@ -41,12 +42,59 @@ def status_for(ex: errors.IMSError) -> int:
     return 500
 
 
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if not fields[0]:
+            continue
+        quality = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranges.append((fields[0].lower(), quality))
+    return ranges
+
+
+def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
+    kind = offer.split("/", 1)[0]
+    best, quality = -1, 0.0
+    for media_range, q in ranges:
+        rank = {offer: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range, -1)
+        if rank > best:
+            best, quality = rank, q
+    return quality if best >= 0 else 0.0
+
+
+def error_media_type(accept: str | None) -> str:
+    """Choose the error body type as webob (hence Glance) does.
+
+    webob offers text/html, then application/json, and falls back to plain
+    text: so ``*/*`` gets HTML and only a client that prefers JSON gets
+    JSON. python-glanceclient relies on this: it cannot parse the JSON form.
+    Without an Accept header (webob: plain text) IMS answers JSON.
+    """
+    if not (accept or "").strip():
+        return "application/json"
+    ranges = _parse_accept(accept or "")
+    best, best_q = "text/plain", 0.0
+    for offer in ("text/html", "application/json"):
+        quality = _quality(offer, ranges)
+        if quality > best_q:
+            best, best_q = offer, quality
+    return best
+
+
 def render(req: falcon.Request, resp: falcon.Response, code: int, message: str) -> None:
     """Write a Glance-style error body for ``code``."""
     phrase = http.HTTPStatus(code).phrase
     resp.status = code
-    accept = req.get_header("Accept") or "*/*"
-    if "json" in accept or accept.strip() == "*/*" and req.method != "HEAD":
+    kind = error_media_type(req.get_header("Accept"))
+    if kind == "application/json":
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps(
             {
@@ -54,6 +102,14 @@ def render(req: falcon.Request, resp: falcon.Response, code: int, message: str) 
                 "code": f"{code} {phrase}",
                 "title": phrase,
             }
+        )
+    elif kind == "text/html":
+        resp.content_type = "text/html; charset=UTF-8"
+        status = f"{code} {phrase}"
+        resp.text = (
+            f"<html>\n <head>\n  <title>{status}</title>\n </head>\n <body>\n"
+            f"  <h1>{status}</h1>\n  {html.escape(message)}<br /><br />\n\n\n\n"
+            " </body>\n</html>"
         )
     else:
         resp.content_type = "text/plain; charset=UTF-8"
