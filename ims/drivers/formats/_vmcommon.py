@@ -260,9 +260,7 @@ class SpanBuckets:
         return True
 
 
-def iter_data_windows(
-    reader: DiskReader, window: int
-) -> Iterator[tuple[int, bytes | bytearray | memoryview]]:
+def iter_data_windows(reader: DiskReader, window: int) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, data)`` for each ``window``-aligned window holding data.
 
     Windows without any data extent are skipped; parts of a window that are
@@ -272,14 +270,19 @@ def iter_data_windows(
     pending: int | None = None
     pieces: list[tuple[int, int]] = []
 
-    def assemble(w: int) -> bytes | bytearray:
+    def assemble(w: int) -> bytes:
         wlen = min(window, size - w)
         if len(pieces) == 1 and pieces[0] == (w, w + wlen):
             return reader.read(w, wlen)
-        buf = bytearray(wlen)
+        # One join rather than filling a fresh bytearray (see MappedReader.read).
+        parts: list[bytes | memoryview] = []
+        pos = w
         for start, end in pieces:
-            buf[start - w : end - w] = reader.read(start, end - start)
-        return buf
+            parts.extend(zero_pieces(start - pos))
+            parts.append(reader.read(start, end - start))
+            pos = end
+        parts.extend(zero_pieces(w + wlen - pos))
+        return b"".join(parts)
 
     for ext in reader.extents():
         if ext.zero or ext.length == 0:
