@@ -102,6 +102,79 @@ rules = [
 ]
 
 
+_NS = "/v2/metadefs/namespaces/{namespace_name}"
+# Metadata definitions: readers look (visibility is checked in the core),
+# only admins change the catalogue, as in Glance's secure-RBAC defaults.
+metadef_rules = [
+    _rule("get_metadef_namespaces", READER, "List namespaces.", "GET", "/v2/metadefs/namespaces"),
+    _rule("get_metadef_namespace", READER, "Show a namespace.", "GET", _NS),
+    _rule(
+        "add_metadef_namespace", ADMIN, "Create a namespace.", "POST", "/v2/metadefs/namespaces"
+    ),
+    _rule("modify_metadef_namespace", ADMIN, "Update a namespace.", "PUT", _NS),
+    _rule("delete_metadef_namespace", ADMIN, "Delete a namespace or its contents.", "DELETE", _NS),
+    _rule("get_metadef_objects", READER, "List objects.", "GET", f"{_NS}/objects"),
+    _rule("get_metadef_object", READER, "Show an object.", "GET", f"{_NS}/objects/{{name}}"),
+    _rule("add_metadef_object", ADMIN, "Create an object.", "POST", f"{_NS}/objects"),
+    _rule("modify_metadef_object", ADMIN, "Update an object.", "PUT", f"{_NS}/objects/{{name}}"),
+    _rule(
+        "delete_metadef_object", ADMIN, "Delete an object.", "DELETE", f"{_NS}/objects/{{name}}"
+    ),
+    _rule("get_metadef_properties", READER, "List properties.", "GET", f"{_NS}/properties"),
+    _rule("get_metadef_property", READER, "Show a property.", "GET", f"{_NS}/properties/{{name}}"),
+    _rule("add_metadef_property", ADMIN, "Create a property.", "POST", f"{_NS}/properties"),
+    _rule(
+        "modify_metadef_property",
+        ADMIN,
+        "Update a property.",
+        "PUT",
+        f"{_NS}/properties/{{name}}",
+    ),
+    _rule(
+        "remove_metadef_property",
+        ADMIN,
+        "Delete a property.",
+        "DELETE",
+        f"{_NS}/properties/{{name}}",
+    ),
+    _rule("get_metadef_tags", READER, "List tags.", "GET", f"{_NS}/tags"),
+    _rule("get_metadef_tag", READER, "Show a tag.", "GET", f"{_NS}/tags/{{name}}"),
+    _rule("add_metadef_tag", ADMIN, "Create a tag.", "POST", f"{_NS}/tags/{{name}}"),
+    _rule("add_metadef_tags", ADMIN, "Create or replace tags.", "POST", f"{_NS}/tags"),
+    _rule("modify_metadef_tag", ADMIN, "Rename a tag.", "PUT", f"{_NS}/tags/{{name}}"),
+    _rule("delete_metadef_tag", ADMIN, "Delete a tag.", "DELETE", f"{_NS}/tags/{{name}}"),
+    _rule("delete_metadef_tags", ADMIN, "Delete all tags.", "DELETE", f"{_NS}/tags"),
+    _rule(
+        "list_metadef_resource_types",
+        READER,
+        "List resource types.",
+        "GET",
+        "/v2/metadefs/resource_types",
+    ),
+    _rule(
+        "get_metadef_resource_type",
+        READER,
+        "List a namespace's resource type associations.",
+        "GET",
+        f"{_NS}/resource_types",
+    ),
+    _rule(
+        "add_metadef_resource_type_association",
+        ADMIN,
+        "Associate a resource type with a namespace.",
+        "POST",
+        f"{_NS}/resource_types",
+    ),
+    _rule(
+        "remove_metadef_resource_type_association",
+        ADMIN,
+        "Dissociate a resource type from a namespace.",
+        "DELETE",
+        f"{_NS}/resource_types/{{name}}",
+    ),
+]
+
+
 def list_rules() -> list[policy.RuleDefault]:
     """Return the rules for oslopolicy tools and the enforcer."""
-    return list(rules)
+    return [*rules, *metadef_rules]
