@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 from oslo_config import cfg
 
-from ims.api.glance import discovery, errors, image_data, images, imports, members, tasks
+from ims.api.glance import discovery, errors, image_data, images, imports, members, metadefs, tasks
 from ims.api.glance.views import ImageView
 from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware
 from ims.api.middleware.versions import VersionNegotiation
@@ -18,6 +18,7 @@ from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
 from ims.core.imports import ImportService
 from ims.core.members import MemberService
+from ims.core.metadefs import MetadefService
 from ims.core.stores import StoreRegistry
 from ims.core.tasks import TaskService
 from ims.db import migration
@@ -39,6 +40,7 @@ class Services:
     data: ImageDataService
     tasks: TaskService
     imports: ImportService
+    metadefs: MetadefService
 
 
 def build_services(conf: cfg.ConfigOpts) -> Services:
@@ -66,6 +68,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         data=data_service,
         tasks=TaskService(image_service),
         imports=ImportService(conf, image_service, data_service),
+        metadefs=MetadefService(conf, database, policy),
     )
 
 
@@ -125,9 +128,12 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
     app.add_route("/v2/tasks/{task_id}", task_res)
 
     schema_docs = discovery.schema_documents(
-        tuple(conf.image_format.disk_formats), tuple(conf.image_format.container_formats), {}
+        tuple(conf.image_format.disk_formats),
+        tuple(conf.image_format.container_formats),
+        metadefs.schema_documents(),
     )
     app.add_route("/v2/schemas/{name}", discovery.Schemas(schema_docs))
+    metadefs.add_metadef_routes(app, s)
     app.add_route("/v2/info/import", discovery.ImportInfo(s.imports.methods))
     stores_info = discovery.StoresInfo(s.stores, s.policy)
     app.add_route("/v2/info/stores", stores_info)
