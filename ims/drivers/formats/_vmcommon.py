@@ -371,6 +371,8 @@ def is_seekable(out: BinaryIO) -> bool:
         return False
 
 
+#: Threads of the shared pool: one per core, at most 8 (bounds queued memory).
+POOL_WORKERS = min(8, max(2, os.cpu_count() or 2))
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -384,7 +386,5 @@ def pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ims-vmfmt"
-            )
+            _POOL = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="ims-vmfmt")
         return _POOL

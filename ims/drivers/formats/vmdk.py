@@ -29,6 +29,7 @@ from typing import BinaryIO
 from ims import errors
 from ims.disk.model import BLOCK_SIZE, DiskReader, ImageInfo, Sample
 from ims.drivers.formats._vmcommon import (
+    POOL_WORKERS,
     MappedReader,
     MiB,
     Source,
@@ -252,8 +253,7 @@ class VmdkReader(MappedReader):
         ]
         work = self._fetch(grains) if grains else []
         if len(work) >= 8:
-            workers = pool()._max_workers
-            step = -(-len(work) // workers)
+            step = -(-len(work) // POOL_WORKERS)
             futures = [
                 pool().submit(self._inflate_all, work[i : i + step])
                 for i in range(0, len(work), step)
@@ -627,8 +627,12 @@ class _StreamWriter:
     header (gdOffset = GD_AT_END) · descriptor · per 512 grains: the grains,
     each behind a grain marker, then a GT marker and the GT · GD marker and
     GD · footer marker and footer header · end-of-stream marker. Grains are
-    compressed in the shared pool, at most ``2 * workers`` 4 MiB windows at a
-    time, so memory stays bounded; results are written in order.
+    compressed in the shared pool and written in order.
+
+    Memory: at most ``POOL_WORKERS + 2`` windows are queued or compressing,
+    each a 4 MiB window plus its compressed grains (at most 4 MiB + 1 KiB),
+    plus the one being read: about (POOL_WORKERS + 3) * 8 MiB, i.e. 40 MiB on
+    2 cores and 88 MiB at the 8-worker cap; the GD adds 4 bytes per 32 MiB.
     """
 
     def __init__(self, out: BinaryIO, capacity: int, name: str, adapter: str) -> None:
@@ -658,7 +662,6 @@ class _StreamWriter:
         gd = array.array("I", [0]) * self.ngd
         gt = array.array("I", [0]) * GTES
         current = -1
-        workers = pool()._max_workers
         pending: collections.deque = collections.deque()
 
         def drain_one() -> None:
@@ -682,7 +685,7 @@ class _StreamWriter:
 
         for offset, data in iter_data_windows(reader, BLOCK_SIZE):
             pending.append(pool().submit(_compress_window, offset, data))
-            if len(pending) >= 2 * workers:
+            if len(pending) >= POOL_WORKERS + 2:
                 drain_one()
         while pending:
             drain_one()
