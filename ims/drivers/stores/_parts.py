@@ -5,8 +5,9 @@ Large Object segments are the same problem (numbered pieces of at least one
 size and at most another, a cap on how many, each sent once and then
 forgotten). The pipeline here has one producer (the caller's thread, reading
 the input) and ``threads`` senders; admission is counted in bytes, so memory
-stays within ``max((threads + 1) × part_size, 2 × largest part)`` however big
-the image is, and the senders never wait on a queue that holds data.
+stays within ``(threads + 2) × part size + one input chunk`` however big the
+image is (``threads`` parts being sent, one being read, and that one twice
+while it is joined from the input's chunks), and no queue holds data.
 """
 
 from __future__ import annotations

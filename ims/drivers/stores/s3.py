@@ -11,11 +11,14 @@ aborted as soon as anything fails, and ``cleanup`` aborts the ones a crash left
 open.
 
 Worst-case memory per upload, with P = the part size (``s3_store_large_object
-_chunk_size``, grown for objects over 10,000 × P) and T = thread pools::
+_chunk_size``, grown for objects over 10,000 × P), T = thread pools and
+L = ``s3_store_large_object_size``::
 
-    max(large_object_size, (T + 1) × P, 2 × P) + one input chunk
+    max(2 × L, (T + 2) × P) + one input chunk
 
-and one read chunk (4 MiB) per download.
+(T parts being sent, one being read, and that one twice while it is cut out
+of the input; a single PUT holds the object while it is joined), and one read
+chunk (4 MiB) per download.
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class S3Store(Store):
             min=5,
             max=5 * 1024,
             help="Size in MiB from which an upload of known size is sent as a "
-            "multipart upload; smaller ones are one PUT held in memory. Uploads of "
+            "multipart upload; smaller ones are one PUT held in memory (twice, "
+            "briefly). Uploads of "
             "unknown size go multipart once they exceed one part. Possible values: "
             "5 to 5120. Related options: s3_store_large_object_chunk_size.",
         ),
@@ -137,7 +141,7 @@ class S3Store(Store):
             max=5 * 1024,
             help="Size in MiB of each multipart part. It grows automatically for "
             "objects that would need more than 10,000 parts. Memory per upload is "
-            "about (s3_store_thread_pools + 1) times this. Possible values: 5 to 5120. "
+            "at most (s3_store_thread_pools + 2) times this. Possible values: 5 to 5120. "
             "Related options: s3_store_large_object_size, s3_store_thread_pools.",
         ),
         cfg.IntOpt(

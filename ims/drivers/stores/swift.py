@@ -16,9 +16,10 @@ Worst-case memory per upload, with S = the segment size
 (``swift_store_large_object_chunk_size``, grown when the object would exceed
 the cluster's segment cap) and T = thread pools::
 
-    max((T + 1) × S, 2 × S) + one input chunk
+    (T + 2) × S + one input chunk
 
-and one read chunk (4 MiB) per download.
+(T segments being sent, one being read, and that one twice while it is cut
+out of the input), and one read chunk (4 MiB) per download.
 
 Auth is tempauth/swauth v1 (``account:user`` and a key) or Keystone v3
 through a keystoneauth1 session. swiftclient's ``Connection`` holds a single
@@ -228,14 +229,15 @@ class SwiftStore(Store):
         ),
         cfg.IntOpt(
             "swift_store_large_object_chunk_size",
-            default=200,
+            default=100,
             min=1,
             max=5 * 1024,
             help="Size in MiB of each large-object segment. It grows automatically "
             "for objects that would need more segments than the cluster allows "
             "(slo max_manifest_segments, 1000 by default). Segments are held in "
-            "memory: about (swift_store_thread_pools + 1) times this per upload. "
-            "Related options: swift_store_thread_pools.",
+            "memory: at most (swift_store_thread_pools + 2) times this per upload "
+            "(Glance's 200 MiB default streamed segments unbuffered and one at a "
+            "time). Related options: swift_store_thread_pools.",
         ),
         cfg.IntOpt(
             "swift_store_thread_pools",

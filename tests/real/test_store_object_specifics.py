@@ -1,0 +1,102 @@
+"""S3 and Swift behaviour beyond the common store contract, against a real Swift."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ims import errors
+from ims.drivers.stores.base import Store
+from tests.real import store_backends as backends
+from tests.real.store_backends import LARGE, MiB, chunked, contents
+from tests.real.swift_server import SwiftServer
+
+pytestmark = pytest.mark.real
+
+
+def leftover_upload(server: SwiftServer, bucket: str, key: str) -> str:
+    client = backends.s3_client(server)
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * MiB)
+    return upload
+
+
+def open_uploads(server: SwiftServer, bucket: str) -> list[str]:
+    uploads = backends.s3_client(server).list_multipart_uploads(Bucket=bucket)
+    return sorted(upload["Key"] for upload in uploads.get("Uploads", []))
+
+
+def test_s3_delete_aborts_leftover_uploads_of_that_key(
+    swift_up: SwiftServer, tmp_path: Path
+) -> None:
+    store = backends.make_store("s3", swift_up, tmp_path)
+    stored = store.add(str(uuid.uuid4()), [b"data"], 4)
+    key = stored.url.rsplit("/", 1)[1]
+    other = str(uuid.uuid4())
+    leftover_upload(swift_up, store.bucket, key)
+    leftover_upload(swift_up, store.bucket, other)
+    store.delete(stored.url)
+    assert open_uploads(swift_up, store.bucket) == [other]
+
+
+def test_s3_prefix_scopes_keys_and_cleanup(swift_up: SwiftServer, tmp_path: Path) -> None:
+    store = backends.make_store("s3", swift_up, tmp_path, s3_store_prefix="/images/")
+    assert store.url_prefix() == f"s3://{store.bucket}/images/"
+    stored = store.add(str(uuid.uuid4()), [b"data"], 4)
+    assert stored.url.startswith(store.url_prefix())
+    ident = str(uuid.uuid4())
+    leftover_upload(swift_up, store.bucket, f"images/{ident}")
+    leftover_upload(swift_up, store.bucket, f"elsewhere/{ident}")
+    assert store.cleanup() == 1
+    assert open_uploads(swift_up, store.bucket) == [f"elsewhere/{ident}"]
+    # A URL outside the prefix is not this store's, even in the same bucket.
+    with pytest.raises(errors.DataNotFound):
+        store.get_size(f"s3://{store.bucket}/elsewhere/{ident}")
+
+
+def test_swift_reads_cluster_limits(swift_up: SwiftServer, tmp_path: Path) -> None:
+    store = backends.make_store("swift", swift_up, tmp_path)
+    assert store.limits.max_parts == 1000
+    assert store.limits.max_size == 5 * 1024 * MiB + 2
+
+
+def test_swift_large_object_is_slo_with_token(swift_up: SwiftServer, tmp_path: Path) -> None:
+    store = backends.make_store("swift", swift_up, tmp_path, **LARGE["swift"])
+    stored = store.add(str(uuid.uuid4()), chunked(os.urandom(11 * MiB)), None)
+    headers = backends.swift_connection(swift_up).head_object(
+        store.container, stored.url.rsplit("/", 1)[1]
+    )
+    assert headers["x-static-large-object"] == "True"
+    token = headers["x-object-meta-ims-segments"]
+    segments = [name for name in contents(store, swift_up) if name.startswith("segment:")]
+    assert len(segments) == 3
+    assert all(f"/{token}/" in name for name in segments)
+
+
+@pytest.mark.parametrize("kind", backends.OBJECT_DRIVERS)
+def test_concurrent_adds_share_one_client(
+    kind: str, swift_up: SwiftServer, tmp_path: Path
+) -> None:
+    store: Store = backends.make_store(kind, swift_up, tmp_path, **LARGE[kind])
+    blobs = {str(uuid.uuid4()): os.urandom(6 * MiB + n) for n in range(4)}
+    urls: dict[str, str] = {}
+    failures: list[BaseException] = []
+
+    def put(ident: str, data: bytes) -> None:
+        try:
+            urls[ident] = store.add(ident, chunked(data), None).url
+        except BaseException as ex:  # noqa: BLE001 - reported below
+            failures.append(ex)
+
+    threads = [threading.Thread(target=put, args=item) for item in blobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    for ident, data in blobs.items():
+        assert b"".join(store.get(urls[ident])) == data
