@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import os
 import struct
 import sys
@@ -29,7 +30,6 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ims import errors
-from ims.disk.copy import iter_blocks
 from ims.disk.model import BLOCK_SIZE, DiskReader, ImageInfo, Sample
 from ims.drivers.formats import _qemu
 from ims.drivers.formats.base import DiskFormat
@@ -434,11 +434,21 @@ def iter_cluster_blocks(
     cluster that straddles an extent boundary or the disk end is assembled
     and zero padded, everything else is passed through without copies.
     """
-    cs = cluster_size
+    blocks = _qemu.prefetch_blocks(reader, block_size)
+    try:
+        yield from _cluster_blocks(blocks, cluster_size)
+    finally:
+        blocks.close()
+
+
+def _cluster_blocks(
+    blocks: Iterator[tuple[int, int, bytes | None]], cs: int
+) -> Iterator[tuple[int, int, bytes | memoryview | None]]:
+    """Re-cut (offset, length, data) blocks at cluster boundaries."""
     pend: bytearray | None = None
     pend_idx = 0
     pend_dirty = False
-    for off, length, data in iter_blocks(reader, block_size):
+    for off, length, data in blocks:
         end = off + length
         pos = off
         if pend is not None:
@@ -750,17 +760,29 @@ class _Writer:
                 self._set(cluster, COMPRESSED | (nsec << self.c_shift) | off)
 
     def run(self, reader: DiskReader) -> None:
-        cs = self.cs
-        if self.opts["compress"]:
-            ctype = self.opts["compression_type"]
-            level = self.opts["level"]
-            inflight: collections.deque = collections.deque()
-            limit = 2 * _qemu.workers()
-            executor = _qemu.pool()
-            for first, n, data in iter_cluster_blocks(reader, cs):
+        # Closing the stream stops the prefetch thread before we return, even
+        # on error, so the caller can safely close the source file.
+        with contextlib.closing(iter_cluster_blocks(reader, self.cs)) as stream:
+            if self.opts["compress"]:
+                self._run_packed(stream)
+            else:
+                for first, n, data in stream:
+                    if data is not None:
+                        self._plain(first, n, data)
+        self._finish()
+
+    def _run_packed(self, stream: Iterator[tuple[int, int, Any]]) -> None:
+        """Compress blocks on every core, at most ``2 * workers`` in flight."""
+        ctype = self.opts["compression_type"]
+        level = self.opts["level"]
+        inflight: collections.deque = collections.deque()
+        limit = 2 * _qemu.workers()
+        executor = _qemu.pool()
+        try:
+            for first, n, data in stream:
                 if data is None:
                     continue
-                future = executor.submit(_compress_block, data, n, cs, ctype, level)
+                future = executor.submit(_compress_block, data, n, self.cs, ctype, level)
                 inflight.append((first, n, data, future))
                 while len(inflight) >= limit:
                     f_first, f_n, f_data, f_future = inflight.popleft()
@@ -768,10 +790,12 @@ class _Writer:
             while inflight:
                 f_first, f_n, f_data, f_future = inflight.popleft()
                 self._packed(f_first, f_n, f_data, f_future.result())
-        else:
-            for first, n, data in iter_cluster_blocks(reader, cs):
-                if data is not None:
-                    self._plain(first, n, data)
+        finally:
+            for *_, f_future in inflight:
+                f_future.cancel()
+
+    def _finish(self) -> None:
+        cs = self.cs
         self._flush_l2()
         l1 = array.array("Q", self.l1)
         if _NATIVE_LE:

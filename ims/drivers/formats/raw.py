@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ims import errors
-from ims.disk.copy import iter_blocks
 from ims.disk.model import BLOCK_SIZE, DiskReader, Extent, ImageInfo, Sample
 from ims.drivers.formats import _qemu
 from ims.drivers.formats.base import DiskFormat
@@ -117,17 +116,22 @@ class RawFormat(DiskFormat):
         if fd is not None:
             out.flush()
         size = reader.virtual_size
-        for offset, length, data in iter_blocks(reader, BLOCK_SIZE):
-            if data is None:
-                if not sparse:
-                    _write_zeros(out, length)
-                continue
-            if fd is not None:
-                _pwrite_all(fd, data, start + offset)
-            else:
-                if sparse:
-                    out.seek(start + offset)
-                out.write(data)
+        blocks = _qemu.prefetch_blocks(reader, BLOCK_SIZE)
+        try:
+            for offset, length, data in blocks:
+                if data is None:
+                    if not sparse:
+                        _write_zeros(out, length)
+                    continue
+                if fd is not None:
+                    _pwrite_all(fd, data, start + offset)
+                else:
+                    if sparse:
+                        out.seek(start + offset)
+                    out.write(data)
+        finally:
+            # Stop the prefetch thread before the caller may close the source.
+            blocks.close()
         if sparse:
             _truncate(out, start + size)
             # Some outputs (BytesIO) cannot grow by truncating: write the last byte.

@@ -233,3 +233,39 @@ def test_checker_catches_a_wrong_refcount():
     struct.pack_into(">H", image, block + 2 * 5, 2)  # cluster 5 claims two refs
     with pytest.raises(AssertionError, match="refcount mismatch"):
         check_consistency(bytes(image))
+
+
+class _Failing(MemDisk):
+    """A disk whose read fails half way, like a hostile image found corrupt late."""
+
+    def read(self, offset, length):
+        if offset >= len(self.data) // 2:
+            raise errors.ImageFormatError(format="test", reason="broken at half")
+        return super().read(offset, length)
+
+
+def _prefetch_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "ims-prefetch"]
+
+
+@pytest.mark.parametrize("options", [{}, {"compress": "on"}])
+def test_reader_error_propagates_and_stops_prefetch(options):
+    disk = pattern_disk(6 * 1024 * 1024, seed=1, grain=65536)
+    with pytest.raises(errors.ImageFormatError, match="broken at half"):
+        FMT.write(_Failing(disk, grain=1024 * 1024), io.BytesIO(), options)
+    assert _prefetch_threads() == []
+
+
+def test_output_error_stops_prefetch():
+    class Full(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 1024 * 1024:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    disk = random.Random(5).randbytes(12 * 1024 * 1024)
+    with pytest.raises(OSError, match="No space"):
+        FMT.write(MemDisk(disk, grain=1024 * 1024), Full(), {})
+    assert _prefetch_threads() == []

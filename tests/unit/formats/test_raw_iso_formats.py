@@ -152,3 +152,15 @@ def test_iso_bad_block_size_refused():
 def test_iso_without_descriptors_refused():
     with pytest.raises(errors.ImageFormatError, match="no ISO 9660"):
         ISO.inspect(io.BytesIO(bytes(80 * 1024)))
+
+
+def test_raw_writer_propagates_reader_errors():
+    class Failing(MemDisk):
+        def read(self, offset, length):
+            raise errors.ImageFormatError(format="test", reason="bad block")
+
+    import threading
+
+    with pytest.raises(errors.ImageFormatError, match="bad block"):
+        RAW.write(Failing(b"x" * 100), io.BytesIO())
+    assert not [t for t in threading.enumerate() if t.name == "ims-prefetch"]
