@@ -303,3 +303,17 @@ def test_zeroed_grain_entries_read_as_zeros_only_with_the_flag():
     reader = FMT.open(io.BytesIO(bytes(img)))
     assert reader.read(index * 65536, 65536) == bytes(65536)
     assert any(e.zero and e.offset <= index * 65536 < e.end for e in reader.extents())
+
+
+def test_stream_corrupt_grain_spoils_only_its_own_reads():
+    img = _stream()
+    index, grain = _stream_grain(img)
+    img[grain + 12 : grain + 40] = b"\xff" * 28
+    reader = FMT.open(io.BytesIO(bytes(img)))
+    # Read-ahead loads the corrupt grain with its neighbours; they still read.
+    for start in range(0, index * 65536, 65536):
+        assert reader.read(start, 65536) == DATA[start : start + 65536]
+    after = (index + 1) * 65536
+    assert reader.read(after, 3 * 65536) == DATA[after : after + 3 * 65536]
+    with pytest.raises(errors.ImageFormatError, match=r"corrupt compressed grain"):
+        reader.read(0, reader.virtual_size)
