@@ -363,6 +363,24 @@ def extend_to(out: BinaryIO, size: int) -> None:
         out.write(b"\0")
 
 
+def cut_tail(out: BinaryIO) -> bool:
+    """Drop whatever ``out`` holds past its position, so holes read as zeros.
+
+    Returns False when ``out`` cannot be truncated.
+    """
+    try:
+        out.truncate()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return True
+
+
+def need_seekable(out: BinaryIO, what: str) -> None:
+    """Raise Invalid unless ``out`` can seek and be truncated."""
+    if not is_seekable(out) or not cut_tail(out):
+        raise errors.Invalid(f"Writing {what} needs a seekable output")
+
+
 def is_seekable(out: BinaryIO) -> bool:
     """Tell whether ``out`` can seek (and be truncated for holes)."""
     try:

@@ -29,6 +29,7 @@ from ims.drivers.formats._vmcommon import (
     Source,
     SpanBuckets,
     bad,
+    cut_tail,
     is_seekable,
     iter_data_windows,
     parse_options,
@@ -379,9 +380,7 @@ class VhdFormat(DiskFormat):
 
     def _write_fixed(self, reader: DiskReader, out: BinaryIO, size: int) -> None:
         """Stream the raw disk then the footer; holes where the output can seek."""
-        seekable = is_seekable(out)
-        if seekable:
-            out.truncate()
+        seekable = is_seekable(out) and cut_tail(out)
         pos = 0
         for offset, data in iter_data_windows(reader, 4 * MiB):
             skip_zeros(out, offset - pos, seekable)

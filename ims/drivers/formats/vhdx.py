@@ -28,9 +28,9 @@ from ims.drivers.formats._vmcommon import (
     UnitMap,
     bad,
     extend_to,
-    is_seekable,
     is_zero,
     iter_data_windows,
+    need_seekable,
     parse_options,
     unsafe,
 )
@@ -350,8 +350,7 @@ class VhdxFormat(DiskFormat):
                 raise errors.Invalid("vhdx block_size must be an integer") from None
             if bs & (bs - 1) or not MIN_BLOCK <= bs <= MAX_BLOCK:
                 raise errors.Invalid("vhdx block_size must be a power of two, 1 to 256 MiB")
-        if not is_seekable(out):
-            raise errors.Invalid("Writing vhdx needs a seekable output")
+        need_seekable(out, "vhdx")
         size = -(-reader.virtual_size // 512) * 512
         if size > MAX_SIZE:
             raise errors.Invalid(f"A VHDX holds at most 64 TiB, not {reader.virtual_size} bytes")
@@ -391,7 +390,6 @@ class _Writer:
         self.out.write(data)
 
     def write(self, reader: DiskReader) -> None:
-        self.out.truncate()
         self._write_metadata()
         window = min(self.bs, BLOCK_SIZE)
         current = -1

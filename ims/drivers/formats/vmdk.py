@@ -39,9 +39,9 @@ from ims.drivers.formats._vmcommon import (
     UnitMap,
     bad,
     extend_to,
-    is_seekable,
     is_zero,
     iter_data_windows,
+    need_seekable,
     parse_options,
     pool,
     unsafe,
@@ -600,8 +600,7 @@ class VmdkFormat(DiskFormat):
         if subformat == "streamOptimized":
             _StreamWriter(out, capacity, name, adapter).write(reader)
         else:
-            if not is_seekable(out):
-                raise errors.Invalid("monolithicSparse VMDK needs a seekable output")
+            need_seekable(out, "a monolithicSparse VMDK")
             _SparseWriter(out, capacity, name, adapter).write(reader)
 
 
@@ -812,7 +811,6 @@ class _SparseWriter:
 
     def write(self, reader: DiskReader) -> None:
         out = self.out
-        out.truncate()
         flags = FLAG_NL_TEST | FLAG_RGD
         self._pwrite(0, _header(1, flags, self.capacity, self.desc_sectors, self.rgd, self.gd,
                                 self.overhead, 0))  # fmt: skip
