@@ -9,14 +9,18 @@ from typing import Any
 import falcon
 from oslo_config import cfg
 
+from ims import errors as ims_errors
 from ims.api.glance import discovery, errors, image_data, images, imports, members, metadefs, tasks
 from ims.api.glance.views import ImageView
 from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware
 from ims.api.middleware.versions import VersionNegotiation
+from ims.api.native import errors as native_errors
+from ims.api.native import jobs as native_jobs
 from ims.core import image_data as core_data
 from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
 from ims.core.imports import ImportService
+from ims.core.jobs import JobRunner, JobService
 from ims.core.members import MemberService
 from ims.core.metadefs import MetadefService
 from ims.core.stores import StoreRegistry
@@ -40,7 +44,9 @@ class Services:
     data: ImageDataService
     tasks: TaskService
     imports: ImportService
+    jobs: JobService
     metadefs: MetadefService
+    job_runner: JobRunner | None = None
 
 
 def build_services(conf: cfg.ConfigOpts) -> Services:
@@ -68,6 +74,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         data=data_service,
         tasks=TaskService(image_service),
         imports=ImportService(conf, image_service, data_service),
+        jobs=JobService(conf, database),
         metadefs=MetadefService(conf, database, policy),
     )
 
@@ -87,10 +94,24 @@ def create_app(conf: cfg.ConfigOpts, services: Services | None = None) -> Any:
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
     errors.install(app)
+    app.add_error_handler(ims_errors.IMSError, _route_error)
     _add_routes(app, services, versions)
+    if conf.jobs.api_workers and services.jobs.has_handlers() and services.job_runner is None:
+        services.job_runner = JobRunner(services.jobs, conf.jobs.api_workers)
+        services.job_runner.start()
     if conf.auth_strategy == "keystone":
         return _with_keystone(app, conf)
     return app
+
+
+def _route_error(
+    req: falcon.Request, resp: falcon.Response, ex: ims_errors.IMSError, params: dict
+) -> None:
+    """Send each error to the handler of the dialect the request speaks."""
+    if native_errors.is_native(req):
+        native_errors.handle(req, resp, ex)
+    else:
+        errors.handle_ims_error(req, resp, ex, params)
 
 
 def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
@@ -123,6 +144,9 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
         imports.Import(s.imports, conf.api.max_request_body_size, s.stores.multistore),
     )
     app.add_route("/v2/stores/{store_id}/{image_id}", imports.StoreImage(s.images))
+    job_res = native_jobs.Jobs(s.jobs)
+    app.add_route("/v1/{project_id}/jobs/{job_id}", job_res)
+    app.add_route("/v1/cloudimages/job/{job_id}", job_res, suffix="progress")
     task_res = tasks.Tasks(s.tasks, conf.api.limit_param_default, conf.api.api_limit_max)
     app.add_route("/v2/tasks", task_res, suffix="collection")
     app.add_route("/v2/tasks/{task_id}", task_res)

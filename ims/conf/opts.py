@@ -7,7 +7,7 @@ import itertools
 from oslo_config import cfg
 from stevedore import ExtensionManager
 
-from ims.conf import api, database, default, image_format, imports, store, wsgi
+from ims.conf import api, database, default, image_format, imports, jobs, store, wsgi
 
 
 def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -35,6 +35,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         (image_format.GROUP, image_format.opts),
         (imports.FILTER_GROUP, imports.filter_opts),
         (imports.TASK_GROUP, imports.task_opts),
+        (jobs.GROUP, jobs.opts),
         (store.GROUP, store.opts),
         (wsgi.GROUP, wsgi.opts),
         *_store_driver_opts(),

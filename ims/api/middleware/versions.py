@@ -7,6 +7,11 @@ import re
 import falcon
 
 _VERSIONED_PATH = re.compile(r"^/v2(\.\d+)?(/.*)?$")
+# The IMS native API lives under /v1/... and /v2[.N]/cloudimages; leave it be.
+_NATIVE = re.compile(
+    r"^/(v1/|v2(\.\d+)?/cloudimages(/|$)|v\d(\.\d+)?/[^/]+/(jobs|images/tags|"
+    r"images/[^/]+/tags|images/resource_instances)(/|$))"
+)
 _ACCEPT = re.compile(r"application/vnd\.openstack\.images-v2(\.\d+)?")
 
 
@@ -22,6 +27,8 @@ class VersionNegotiation:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         path = req.path
+        if _NATIVE.match(path):
+            return
         match = _VERSIONED_PATH.match(path)
         if match:
             minor = match.group(1)

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from ims.db import metadef_models  # noqa: F401  (registers the metadef tables)
+from ims.db import job_models, metadef_models  # noqa: F401  (registers their tables)
 from ims.db.models import Base
 
 engine = context.config.attributes["engine"]

@@ -1,0 +1,1 @@
+"""The IMS native API dialect (cloudimages, jobs)."""
