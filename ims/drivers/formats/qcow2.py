@@ -122,13 +122,13 @@ class _Header:
             )
             if header_length < 104 or header_length % 8 or header_length > cs:
                 raise _bad(f"invalid header_length {header_length}")
-            if header_length > 104:
-                if header_length > len(head):
-                    raise _bad("header extends past the first 4 KiB")
-                compression_type = head[104]
         self.header_length = header_length
         # Cluster 0 holds the header and its extensions.
         cluster0 = view.read_exact(0, min(cs, size), "header cluster")
+        if header_length > len(cluster0):
+            raise _bad("header runs past the end of the file")
+        if header_length > 104:
+            compression_type = cluster0[104]
 
         # APPSEC(ims): the refusals qemu's own callers need (CVE-2024-32498,
         # backing-file disclosure, keys we do not have).
