@@ -434,6 +434,10 @@ def listing_bool_col(name: str, raw: str) -> Any:
     return column(name).is_(value == "true")
 
 
+#: Sizes are 64-bit columns; larger numbers cannot even be compared in SQL.
+_MAX_BIGINT = 2**63 - 1
+
+
 def _int_param(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -441,4 +445,6 @@ def _int_param(name: str, raw: str) -> int:
         raise errors.Invalid(f"{name} must be an integer") from None
     if value < 0:
         raise errors.Invalid(f"{name} must be >= 0")
+    if value > _MAX_BIGINT:
+        raise errors.Invalid(f"{name} must be at most {_MAX_BIGINT}")
     return value

@@ -120,11 +120,15 @@ def _base_properties(disk_formats: list[str], container_formats: list[str]) -> d
         "min_ram": {
             "type": "integer",
             "minimum": 0,
+            # NOTE(ims): the column is a 32-bit INTEGER; larger values were a 500.
+            "maximum": 2147483647,
             "description": "Amount of ram (in MB) required to boot image.",
         },
         "min_disk": {
             "type": "integer",
             "minimum": 0,
+            # NOTE(ims): the column is a 32-bit INTEGER; larger values were a 500.
+            "maximum": 2147483647,
             "description": "Amount of disk space (in GB) required to boot image.",
         },
         "self": {"type": "string", "readOnly": True, "description": "An image self url"},
