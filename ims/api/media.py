@@ -47,3 +47,5 @@ def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JS
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as ex:
         raise errors.Invalid(f"Malformed JSON in request body: {ex}") from None
+    except RecursionError:
+        raise errors.Invalid("Malformed JSON in request body: nested too deeply.") from None
