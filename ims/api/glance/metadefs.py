@@ -115,10 +115,11 @@ def namespace_view(detail: NamespaceDetail) -> dict[str, Any]:
 
 
 def _single(params: dict[str, Any], name: str) -> str | None:
+    """One query parameter; given empty, it counts as not given (as in Glance)."""
     value = params.get(name)
     if isinstance(value, list):
         raise errors.Invalid(f"Parameter {name} may be given only once")
-    return value
+    return value or None
 
 
 def _list_params(params: dict[str, Any]) -> ListParams:
@@ -256,7 +257,9 @@ class Properties(_Resource):
         self, req: falcon.Request, resp: falcon.Response, namespace: str
     ) -> None:
         found, _ = self.service.list_children(ctx(req), "properties", namespace)
-        resp.media = {"properties": {p.name: p.schema for p in found}}
+        # NOTE(ims): entries repeat their name so that the listing validates
+        # against the published "properties" schema (items require a name).
+        resp.media = {"properties": {p.name: property_view(p) for p in found}}
 
     def on_post_collection(
         self, req: falcon.Request, resp: falcon.Response, namespace: str
