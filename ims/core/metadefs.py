@@ -11,6 +11,7 @@ may be deleted, nor the namespace itself.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,6 +31,8 @@ READ_ONLY = ("self", "schema", "created_at", "updated_at")
 MAX_PER_NAMESPACE = 1000
 #: Most resource types one namespace may be associated with.
 MAX_ASSOCIATIONS = 100
+#: Deepest nesting of a request body (a property's ``default`` or ``enum``).
+MAX_DEPTH = 32
 
 _OBJECTS, _PROPERTIES, _TAGS = db.CHILD_KINDS
 _WHAT = {_OBJECTS: "object", _PROPERTIES: "property", _TAGS: "tag"}
@@ -84,12 +87,32 @@ class ListParams:
     resource_types: tuple[str, ...] = ()
 
 
+def _check_values(body: Any) -> None:
+    """Refuse what would not survive storage and a strict JSON reader.
+
+    NaN and infinities are not JSON (PostgreSQL refuses them), and property
+    definitions are kept nested shallowly enough to serialize anywhere.
+    """
+    pending = [(body, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise errors.Invalid(f"Values may be nested at most {MAX_DEPTH} levels deep.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise errors.Invalid("Numbers must be finite.")
+        if isinstance(value, dict):
+            pending.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value)
+
+
 def _validate(validator: jsonschema.Draft4Validator, what: str, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.Invalid(f"The {what} must be a JSON object.")
     for key in READ_ONLY:
         if key in body:
             raise errors.ReadOnlyProperty(name=key)
+    _check_values(body)
     problem = ms.validate(validator, what, body)
     if problem:
         raise errors.Invalid(problem)

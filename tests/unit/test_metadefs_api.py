@@ -518,6 +518,17 @@ def test_bad_namespace_bodies_are_400(api, body):
     assert resp.status_code == 400, resp.text
 
 
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "[" * 40 + "]" * 40])
+def test_unstorable_values_are_400(api, value):
+    body = (
+        '{"namespace": "n", "properties": {"p": {"title": "t", "type": "number", '
+        f'"default": {value}}}}}}}'
+    )
+    headers = {"Content-Type": "application/json"}
+    assert api["admin"].post(NS, body=body, headers=headers).status_code == 400
+    assert api["admin"].get(f"{NS}/n").status_code == 404
+
+
 def test_bad_child_bodies_are_400(api):
     admin = api["admin"]
     _ns(admin)
