@@ -681,7 +681,9 @@ def _compress_window(offset: int, data: bytes | bytearray) -> list[tuple[int, by
     for rel in range(0, len(data), gb):
         piece = bytes(data[rel : rel + gb])
         if not is_zero(piece):
-            out.append((first + rel // gb, _deflate(piece)))
+            # The disk's last grain is stored whole: qemu refuses to read
+            # sectors past the end of a short grain.
+            out.append((first + rel // gb, _deflate(piece.ljust(gb, b"\0"))))
     return out
 
 

@@ -187,3 +187,27 @@ def test_vmdk_stream_output_reads_back_in_qemu_as_stream(source: Path, tmp_path:
     info = json.loads(_ok("info", "-f", "vmdk", "--output=json", str(out_path)))
     assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
     assert info["format-specific"]["data"]["extents"][0]["compressed"] is True
+
+
+@pytest.mark.parametrize(
+    "fmt, opts",
+    [("vmdk", {"subformat": "monolithicSparse"}), ("vmdk", {"subformat": "streamOptimized"}),
+     ("vpc", {"subformat": "fixed"}), ("vpc", {"subformat": "dynamic"}), ("vhdx", {})],
+    ids=["vmdk-sparse", "vmdk-stream", "vhd-fixed", "vhd-dynamic", "vhdx"],
+)  # fmt: skip
+def test_writers_handle_a_size_that_is_not_whole_sectors(
+    source: Path, tmp_path: Path, fmt: str, opts: dict
+):
+    odd = tmp_path / "odd.raw"
+    size = 5 * MiB + 700
+    data = bytearray(source.read_bytes()[:size])
+    data[-700:] = b"tail" * 175  # data in the last, short sector
+    odd.write_bytes(data)
+    out_path = tmp_path / f"odd.{fmt}"
+    with open(odd, "rb") as f, open(out_path, "wb") as out:
+        OURS[fmt].write(RawFormat().open(f), out, opts)
+    qinfo = json.loads(_ok("info", "-f", fmt, "--output=json", str(out_path)))
+    assert qinfo["virtual-size"] == -(-size // 512) * 512
+    back = tmp_path / "back.raw"
+    _ok("convert", "-f", fmt, "-O", "raw", str(out_path), str(back))
+    assert back.read_bytes() == odd.read_bytes() + bytes(-size % 512)
