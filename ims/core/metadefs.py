@@ -229,7 +229,9 @@ class MetadefService:
                 what=f"metadata definition {kind} per namespace", limit=MAX_PER_NAMESPACE
             )
 
-    def _page(self, params: ListParams, sort_keys: tuple[str, ...]) -> db.Page:
+    def _page(
+        self, params: ListParams, sort_keys: tuple[str, ...], default_limit: int | None = None
+    ) -> db.Page:
         sort_key = params.sort_key or "created_at"
         if sort_key not in sort_keys:
             raise errors.Invalid(
@@ -238,10 +240,12 @@ class MetadefService:
         sort_dir = params.sort_dir or "desc"
         if sort_dir not in ("asc", "desc"):
             raise errors.Invalid(f"Invalid sort direction: {sort_dir}")
-        limit = params.limit or self.conf.api.limit_param_default
-        if limit < 0:
+        if params.limit is not None and params.limit < 0:
             raise errors.Invalid("limit param must be positive")
-        limit = min(limit, self.conf.api.api_limit_max)
+        if params.limit:
+            limit = min(params.limit, self.conf.api.api_limit_max)
+        else:
+            limit = default_limit or self.conf.api.limit_param_default
         # NOTE(ims): one row more than asked tells whether a next page exists.
         return db.Page(sort_key, sort_dir, limit + 1, params.marker)
 
@@ -433,7 +437,11 @@ class MetadefService:
     ) -> tuple[list[Any], str | None]:
         """Return objects or tags (paged) or properties (all) of a namespace."""
         self.policy.enforce(ctx, _RULES[kind]["list"])
-        page = self._page(params, db.CHILD_SORT_KEYS) if params is not None else None
+        # NOTE(ims): glanceclient and openstacksdk read one page of objects
+        # and tags, so without a limit the answer holds them all (bounded).
+        page = None
+        if params is not None:
+            page = self._page(params, db.CHILD_SORT_KEYS, default_limit=MAX_PER_NAMESPACE)
         with self.db.session() as session:
             ns = self._load(ctx, session, namespace)
             if page is not None and page.marker is not None:

@@ -344,6 +344,17 @@ def test_objects_crud(api):
     assert admin.get(f"{NS}/nothing/objects").status_code == 404
 
 
+def test_objects_and_tags_unpaged_by_default(clients):
+    admin = clients(api__limit_param_default=2)["admin"]
+    _ns(admin)
+    for name in ("a", "b", "c"):
+        admin.post(f"{NS}/ns1/objects", {"name": name})
+        admin.post(f"{NS}/ns1/tags/{name}")
+    for kind in ("objects", "tags"):
+        body = admin.get(f"{NS}/ns1/{kind}").json
+        assert len(body[kind]) == 3 and "next" not in body
+
+
 def test_objects_and_tags_page(api):
     admin = api["admin"]
     _ns(admin)
