@@ -1,4 +1,4 @@
-"""The API's listing, member and record tests again, on PostgreSQL and MariaDB.
+"""The API's listing and member tests again, on PostgreSQL and MariaDB.
 
 The databases come from IMS_TEST_POSTGRES_URL / IMS_TEST_MYSQL_URL (server
 URLs; each test gets a fresh database that is dropped afterwards).
@@ -11,7 +11,6 @@ import pytest
 from ims import conf as ims_conf
 from ims.api.app import create_app
 from tests import dbservers
-from tests.unit.test_glance_images import *  # noqa: F403
 from tests.unit.test_glance_listing import *  # noqa: F403
 from tests.unit.test_glance_members import *  # noqa: F403
 
@@ -22,8 +21,8 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture
-def make_app(tmp_path, request):
-    url = request.getfixturevalue("database_url")
+def make_app(tmp_path, database_url):  # noqa: F811
+    url = database_url
 
     def build(**overrides):
         conf = ims_conf.load([])
