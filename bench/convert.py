@@ -58,6 +58,14 @@ CASES = [
         check_size=True,
     ),
     Case(
+        "raw->zvhd2 digest=off",
+        "raw",
+        ["-f", "raw", "-O", "zvhd2", "-o", "digest=off"],
+        ["-f", "raw", "-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+        1.5,
+        check_size=True,
+    ),
+    Case(
         "raw->zvhd | qcow2 -c zlib",
         "raw",
         ["-f", "raw", "-O", "zvhd"],

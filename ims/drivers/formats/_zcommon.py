@@ -82,6 +82,19 @@ def parse_int_option(options: dict[str, str], key: str, default: int, low: int, 
     return value
 
 
+def parse_bool_option(options: dict[str, str], key: str, default: bool) -> bool:
+    """Read an on/off writer option."""
+    raw = options.get(key)
+    if raw is None:
+        return default
+    text = str(raw).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise errors.Invalid(f"option {key}={raw!r} is not on or off")
+
+
 def parse_size_option(options: dict[str, str], key: str, default: int) -> int:
     """Read a block-size option that may carry a K/M suffix (``4M``)."""
     raw = options.get(key)

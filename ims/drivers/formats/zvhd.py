@@ -448,10 +448,11 @@ class ZvhdFormat(DiskFormat):
         """Write ``reader`` as ZVHD to a forward-only stream.
 
         Options: ``level`` (0-9, default 1), ``block_size`` (64K-16M, default
-        1M), ``threads`` (default: CPU count). Memory: about
+        1M), ``threads`` (default: CPU count), ``digest`` (on/off, default on). Memory: about
         ``(2 * threads + 2) * 2 * block_size``.
         """
-        opts = zc.check_options(NAME, options, {"level", "block_size", "threads"})
+        opts = zc.check_options(NAME, options, {"level", "block_size", "threads", "digest"})
+        with_digest = zc.parse_bool_option(opts, "digest", True)
         level = zc.parse_int_option(opts, "level", DEFAULT_LEVEL, 0, 9)
         bsize = zc.parse_size_option(opts, "block_size", DEFAULT_BLOCK_SIZE)
         threads = zc.parse_int_option(opts, "threads", os.cpu_count() or 2, 1, 64)
@@ -478,7 +479,7 @@ class ZvhdFormat(DiskFormat):
                 _deflate_block(data, level, final),
                 zlib.crc32(data),
                 blen,
-                zc.block_digest(data, blen),
+                zc.block_digest(data, blen) if with_digest else b"",
             )
 
         def shortcut(item: tuple[int, bytes | None]) -> tuple[bytes, int, int, bytes] | None:
@@ -502,5 +503,12 @@ class ZvhdFormat(DiskFormat):
             written += len(EMPTY_DEFLATE)
         out.write(struct.pack("<II", crc, vsize & 0xFFFFFFFF))
         written += 8
-        end = _END.pack(END_MAGIC, VERSION, END_FLAG_DIGEST, vsize, written, digests.digest())
+        end = _END.pack(
+            END_MAGIC,
+            VERSION,
+            END_FLAG_DIGEST if with_digest else 0,
+            vsize,
+            written,
+            digests.digest() if with_digest else bytes(32),
+        )
         out.write(_gzip_header(_sealed(end)) + EMPTY_DEFLATE + bytes(8))

@@ -96,6 +96,16 @@ def test_round_trip(data_fn, options):
     assert summary["digest-checked"]
 
 
+def test_digest_off():
+    data = make_disk(2, seed=6, tail=3)
+    blob = write(data, digest="off")
+    assert read_all(blob) == data
+    assert FMT.inspect(io.BytesIO(blob)).details["digest"] is None
+    assert not FMT.verify(io.BytesIO(blob))["digest-checked"]
+    with pytest.raises(errors.Invalid):
+        write(data, digest="maybe")
+
+
 def test_unaligned_source_extents_and_zero_detection():
     data = make_disk(5, seed=9, tail=777)
     blob = write(data, step=300 * KiB + 3)

@@ -94,6 +94,16 @@ def test_round_trip(data_fn, options):
     assert FMT.verify(io.BytesIO(blob))["digest-checked"]
 
 
+def test_digest_off():
+    data = make_disk(2, seed=6, tail=3)
+    blob = write(data, digest="off")
+    assert read_all(blob) == data
+    assert FMT.inspect(io.BytesIO(blob)).details["digest"] is None
+    assert not FMT.verify(io.BytesIO(blob))["digest-checked"]
+    with pytest.raises(errors.Invalid):
+        write(data, digest="maybe")
+
+
 def test_zero_blocks_come_from_the_bitmap_without_reading():
     data = bytes(MiB) + b"a" * MiB + bytes(3 * MiB) + b"b"
     blob = write(data)
