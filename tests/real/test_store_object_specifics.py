@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+import tracemalloc
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,33 @@ def test_concurrent_adds_share_one_client(
     assert failures == []
     for ident, data in blobs.items():
         assert b"".join(store.get(urls[ident])) == data
+
+
+@pytest.mark.parametrize("kind", backends.OBJECT_DRIVERS)
+@pytest.mark.parametrize("size_hint", ["known", None])
+def test_memory_stays_within_the_bound(
+    kind: str, size_hint: str | None, swift_up: SwiftServer, tmp_path: Path
+) -> None:
+    """Python allocations during add() and get() stay within the documented bound."""
+    store = backends.make_store(kind, swift_up, tmp_path, **LARGE[kind])
+    threads, part, chunk = 2, 5 * MiB, MiB
+    size = 60 * MiB
+    block = os.urandom(chunk)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(size // chunk):
+            yield bytes(block)  # a fresh object, as a request body gives
+
+    tracemalloc.start()
+    try:
+        stored = store.add(str(uuid.uuid4()), chunks(), size if size_hint else None)
+        added_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        received = sum(len(piece) for piece in store.get(stored.url))
+        read_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert received == size
+    slack = MiB  # client libraries' own buffers
+    assert added_peak <= (threads + 2) * part + chunk + slack
+    assert read_peak <= 2 * 4 * MiB + slack

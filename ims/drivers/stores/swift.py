@@ -446,10 +446,7 @@ class SwiftStore(Store):
                     self._put_stream(conn, image_id, reader)
                     return StoredObject(url=url, size=reader.consumed)
                 if size_hint is None and reader.peek(self.segment_size) < self.segment_size:
-                    body = reader.drain()
-                    conn.put_object(
-                        self.container, image_id, io.BytesIO(body), content_length=len(body)
-                    )
+                    _put_bytes(conn, self.container, image_id, reader.drain())
                     return StoredObject(url=url, size=reader.consumed)
                 self._ensure_container(conn, self.segments, True)
             self._add_slo(image_id, reader, size_hint)
@@ -482,9 +479,7 @@ class SwiftStore(Store):
         def send(number: int, data: bytes) -> dict[str, Any]:
             name = f"{image_id}/{token}/{number:08d}"
             with self._pool.connection() as conn:
-                etag = conn.put_object(
-                    self.segments, name, io.BytesIO(data), content_length=len(data)
-                )
+                etag = _put_bytes(conn, self.segments, name, data)
             with lock:
                 uploaded.append(name)
             return {"path": f"/{self.segments}/{name}", "etag": etag, "size_bytes": len(data)}
@@ -685,3 +680,15 @@ class SwiftStore(Store):
             "large_object_size": self.large_object_size,
             "large_object_chunk_size": self.segment_size,
         }
+
+
+def _put_bytes(conn: swift_client.Connection, container: str, name: str, data: bytes) -> str:
+    """PUT ``data`` as one object (retryable, since a BytesIO can be rewound)."""
+    body = io.BytesIO(data)  # shares ``data``, no copy
+    try:
+        return conn.put_object(container, name, body, content_length=len(data))
+    finally:
+        # PERF(ims): the connection keeps its last request (and so this body)
+        # alive; closing the BytesIO lets the segment go now, not at the next
+        # request on that connection, which would double the memory bound.
+        body.close()
