@@ -16,8 +16,10 @@ file up and down with both sides in the same run, alternating which goes first:
   --segment-threads <threads>`` and ``swift download`` (both with
   ``--ignore-checksum``: the drivers leave hashing to the core).
 
-It prints the median seconds and MB/s of each side and the ratio ours/theirs
-in throughput, with PASS when the ratio is at least 0.8.
+It prints, per side, the best and the median seconds of the alternating runs
+and the best MB/s, and the ratio ours/theirs in throughput of the best runs
+(the machine may be shared: the best run is the one least disturbed), with
+PASS when that ratio is at least 0.8.
 
 The "ours" side is a function ``(kind, server, settings) -> Side``; pass
 ``--ours module:function`` to time another path (for example through the IMS
@@ -229,7 +231,7 @@ def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--s3-part-mib", type=int, default=16)
     parser.add_argument("--swift-segment-mib", type=int, default=100)
@@ -268,8 +270,7 @@ def main() -> int:
             }
             times = measure(kind, sides, source, size, args.runs, expect, out)
             for op in ("upload", "download"):
-                ours = statistics.median(times[("ours", op)])
-                theirs = statistics.median(times[("theirs", op)])
+                ours, theirs = times[("ours", op)], times[("theirs", op)]
                 results.append((kind, op, sides["theirs"].name, ours, theirs))
     finally:
         server.stop()
@@ -277,19 +278,21 @@ def main() -> int:
 
     mb = size / 1e6
     print(
-        f"\n{'driver':6} {'op':8} {'ours s':>7} {'MB/s':>7}  {'theirs s':>8} {'MB/s':>7}  "
-        f"{'ratio':>5}  result  (theirs = )"
+        f"\n{'driver':6} {'op':8} {'ours s':>7} {'(med)':>6} {'MB/s':>6}  "
+        f"{'theirs s':>8} {'(med)':>6} {'MB/s':>6}  {'ratio':>5}  result"
     )
     failed = False
-    for kind, op, theirs_name, ours, theirs in results:
+    for kind, op, theirs_name, ours_runs, theirs_runs in results:
+        ours, theirs = min(ours_runs), min(theirs_runs)
         ratio = theirs / ours  # throughput ours / theirs
         verdict = "PASS" if ratio >= TARGET else "FAIL"
         failed |= verdict == "FAIL"
         print(
-            f"{kind:6} {op:8} {ours:7.2f} {mb / ours:7.1f}  {theirs:8.2f} {mb / theirs:7.1f}  "
-            f"{ratio:5.2f}  {verdict}    ({theirs_name})"
+            f"{kind:6} {op:8} {ours:7.2f} {statistics.median(ours_runs):6.2f} "
+            f"{mb / ours:6.1f}  {theirs:8.2f} {statistics.median(theirs_runs):6.2f} "
+            f"{mb / theirs:6.1f}  {ratio:5.2f}  {verdict}  vs {theirs_name}"
         )
-    print(f"target: ours/theirs >= {TARGET}; medians of {args.runs} alternating runs")
+    print(f"target: ours/theirs >= {TARGET} (best of {args.runs} alternating runs)")
     return 1 if failed else 0
 
 
