@@ -112,7 +112,7 @@ def test_memory_stays_within_the_bound(
     """Python allocations during add() and get() stay within the documented bound."""
     store = backends.make_store(kind, swift_up, tmp_path, **LARGE[kind])
     threads, part, chunk = 2, 5 * MiB, MiB
-    size = 60 * MiB
+    size = 30 * MiB
     block = os.urandom(chunk)
 
     def chunks() -> Iterator[bytes]:
