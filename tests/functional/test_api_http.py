@@ -270,6 +270,14 @@ def test_marker_must_be_visible(server: IMSServer) -> None:
     assert other.request("GET", f"/v2/images?marker={private['id']}").status_code == 400
 
 
+def test_empty_image_id_is_404(api: Api) -> None:
+    """``/v2/images/`` is an image with an empty id, not the collection (Tempest)."""
+    assert api.request("GET", "/v2/images/").status_code == 404
+    assert api.request("DELETE", "/v2/images/").status_code == 404
+    assert api.request("DELETE", "/v2/images").status_code == 405
+    assert api.request("GET", "/v2/images").status_code == 200
+
+
 def test_image_ids_that_are_not_uuids_are_404(api: Api) -> None:
     for method in ("GET", "DELETE"):
         assert api.request(method, "/v2/images/not-a-uuid").status_code == 404
