@@ -28,7 +28,7 @@ import zstandard
 
 from ims import errors
 from ims.disk.copy import iter_blocks
-from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
+from ims.disk.model import DiskReader, Extent
 
 #: Largest table (L1) any QEMU-family reader loads, as qemu's own limit.
 MAX_TABLE_BYTES = 32 * 1024 * 1024
@@ -36,6 +36,11 @@ MAX_TABLE_BYTES = 32 * 1024 * 1024
 MAX_VIRTUAL_SIZE = 1 << 50
 #: Largest single pread the reader issues when coalescing clusters.
 MAX_RUN = 16 * 1024 * 1024
+#: Unit of the copy pipeline. PERF(ims): 1 MiB blocks, a few in flight, keep
+#: what was just read in the CPU caches until it is written: measured ~1.5x
+#: faster than 4 MiB blocks for raw<->qcow2 (two memory copies dominate).
+COPY_BLOCK = 1024 * 1024
+COPY_DEPTH = 4
 #: Entries decoded per L2 page: bounds memory however large a table is.
 PAGE_ENTRIES = 8192
 #: Pages kept decoded (each a list of PAGE_ENTRIES ints, ~0.3 MiB).
@@ -104,16 +109,33 @@ class _Failure:
         self.ex = ex
 
 
-def prefetch_blocks(
-    reader: DiskReader, block_size: int = BLOCK_SIZE, depth: int = 2
-) -> Iterator[tuple[int, int, bytes | None]]:
-    """``iter_blocks`` run ``depth`` blocks ahead in a reader thread.
+def _iter_pieces(reader: DiskReader, block_size: int) -> Iterator[tuple[int, int, bool]]:
+    """Cut the extents like ``iter_blocks`` does, without reading."""
+    for extent in reader.extents():
+        if extent.zero:
+            yield extent.offset, extent.length, True
+            continue
+        pos = extent.offset
+        while pos < extent.end:
+            length = min(block_size, extent.end - pos)
+            yield pos, length, False
+            pos += length
 
-    PERF(ims): reading (pread, decompression) then overlaps with the
-    caller's writes, as qemu-img's I/O threads do. Memory is bounded by
-    ``depth + 2`` blocks. The thread has finished with the reader when this
-    generator ends, however it ends, so the caller may close the file.
+
+def prefetch_blocks(
+    reader: DiskReader, block_size: int = COPY_BLOCK, depth: int = COPY_DEPTH
+) -> Iterator[tuple[int, int, bytes | None]]:
+    """``iter_blocks``, run ``depth`` blocks ahead in reader threads.
+
+    PERF(ims): reading (pread, decompression) overlaps with the caller's
+    writes, as qemu-img's I/O threads do. A reader that declares
+    ``parallel_reads > 1`` (compressed images) gets that many reads in
+    flight, so decompression keeps every core busy across blocks. Memory is
+    bounded by ``depth + parallel_reads + 1`` blocks. Every thread is done
+    with the reader when this generator ends, however it ends, so the caller
+    may close the file.
     """
+    parallel = max(1, int(getattr(reader, "parallel_reads", 1)))
     queue_: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -126,7 +148,7 @@ def prefetch_blocks(
                 continue
         return False
 
-    def produce() -> None:
+    def produce_serial() -> None:
         try:
             for item in iter_blocks(reader, block_size):
                 if not put(item):
@@ -135,7 +157,25 @@ def prefetch_blocks(
         except BaseException as ex:  # handed to the consumer, re-raised there
             put(_Failure(ex))
 
-    thread = threading.Thread(target=produce, name="ims-prefetch", daemon=True)
+    def produce_parallel() -> None:
+        # A dedicated executor: the codec pool may be busy with these very reads.
+        readers = ThreadPoolExecutor(parallel, thread_name_prefix="ims-prefetch")
+        try:
+            for off, length, zero in _iter_pieces(reader, block_size):
+                data = None if zero else readers.submit(reader.read, off, length)
+                if not put((off, length, data)):
+                    break
+            else:
+                put(_END)
+        except BaseException as ex:
+            put(_Failure(ex))
+        finally:
+            # Queued reads the consumer will never take are dropped; running
+            # ones finish before this thread (and so the generator) ends.
+            readers.shutdown(wait=True, cancel_futures=stop.is_set())
+
+    target = produce_parallel if parallel > 1 else produce_serial
+    thread = threading.Thread(target=target, name="ims-prefetch", daemon=True)
     thread.start()
     try:
         while True:
@@ -144,7 +184,10 @@ def prefetch_blocks(
                 return
             if isinstance(item, _Failure):
                 raise item.ex
-            yield item
+            off, length, data = item
+            if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+                data = data.result()
+            yield off, length, data
     finally:
         stop.set()
         thread.join()
@@ -336,6 +379,9 @@ class ClusterReader(DiskReader):
         self.n_clusters = (virtual_size + self.cluster_size - 1) >> cluster_bits
         self.n_pages = (self.n_clusters + PAGE_ENTRIES - 1) >> self.page_bits
         self._pages: collections.OrderedDict[int, Page | None] = collections.OrderedDict()
+        self._pages_lock = threading.Lock()
+        #: How many reads the copy pipeline may run at once (see prefetch_blocks).
+        self.parallel_reads = 1
         self._decompress: Callable[[bytes | memoryview, int, str], bytes] = inflate_cluster
 
     # subclass hook -------------------------------------------------------------------------
@@ -344,16 +390,15 @@ class ClusterReader(DiskReader):
 
     def _page(self, page: int) -> Page | None:
         cache = self._pages
-        try:
-            found = cache[page]
-            cache.move_to_end(page)
-            return found
-        except KeyError:
-            pass
+        with self._pages_lock:
+            if page in cache:
+                cache.move_to_end(page)
+                return cache[page]
         found = self._decode_page(page)
-        cache[page] = found
-        if len(cache) > PAGE_CACHE:
-            cache.popitem(last=False)
+        with self._pages_lock:
+            cache[page] = found
+            if len(cache) > PAGE_CACHE:
+                cache.popitem(last=False)
         return found
 
     def validate_all(self) -> dict[str, int]:
@@ -370,6 +415,8 @@ class ClusterReader(DiskReader):
                     compressed += 1
                 else:
                     data += 1
+        if compressed:
+            self.parallel_reads = workers()
         return {"allocated_clusters": data + compressed, "compressed_clusters": compressed}
 
     # extents -------------------------------------------------------------------------------
@@ -443,13 +490,17 @@ class ClusterReader(DiskReader):
         zero_len = 0
         pos = offset
         end = offset + length
+        page_index = -1
+        found: Page | None = None
         while pos < end:
             ci = pos >> cbits
             within = pos - (ci << cbits)
             n = cs - within
             if n > end - pos:
                 n = end - pos
-            found = self._page(ci >> pbits)
+            if ci >> pbits != page_index:
+                page_index = ci >> pbits
+                found = self._page(page_index)
             host = 0 if found is None else found[0][ci & pmask]
             if host > 0:
                 host += within

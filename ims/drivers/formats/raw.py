@@ -111,12 +111,17 @@ class RawFormat(DiskFormat):
         start = out.tell() if sparse else 0
         if sparse:
             # Whatever the output held past our start must read back as zeros.
-            sparse = _truncate(out, start)
+            # PERF(ims): only truncate when there is something to cut: on ext4
+            # a truncate to zero arms auto_da_alloc, which flushes the whole
+            # file to disk on close.
+            if out.seek(0, os.SEEK_END) > start:
+                sparse = _truncate(out, start)
+            out.seek(start)
         fd = _fileno(out) if sparse else None
         if fd is not None:
             out.flush()
         size = reader.virtual_size
-        blocks = _qemu.prefetch_blocks(reader, BLOCK_SIZE)
+        blocks = _qemu.prefetch_blocks(reader)
         try:
             for offset, length, data in blocks:
                 if data is None:

@@ -269,3 +269,34 @@ def test_output_error_stops_prefetch():
     with pytest.raises(OSError, match="No space"):
         FMT.write(MemDisk(disk, grain=1024 * 1024), Full(), {})
     assert _prefetch_threads() == []
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 3])
+def test_parallel_prefetch_keeps_order(parallel):
+    disk = pattern_disk(3 * 1024 * 1024, seed=12)
+    reader = MemDisk(disk, grain=65536)
+    reader.parallel_reads = parallel
+    image = qcow2_image_from(reader, cluster_size="4096")
+    with FMT.open(io.BytesIO(image)) as back:
+        assert read_all(back) == disk
+
+
+def test_parallel_prefetch_error_propagates():
+    disk = pattern_disk(6 * 1024 * 1024, seed=1, grain=65536)
+    reader = _Failing(disk, grain=1024 * 1024)
+    reader.parallel_reads = 2
+    with pytest.raises(errors.ImageFormatError, match="broken at half"):
+        FMT.write(reader, io.BytesIO(), {})
+    assert _prefetch_threads() == []
+    assert not [t for t in __import__("threading").enumerate() if "ims-prefetch_" in t.name]
+
+
+def test_compressed_source_reads_in_parallel():
+    from ims.drivers.formats.raw import RawFormat
+
+    image = qcow2_image(DISK, cluster_size="4096", compress="on")
+    with FMT.open(io.BytesIO(image)) as reader:
+        assert reader.parallel_reads >= 1
+        out = io.BytesIO()
+        RawFormat().write(reader, out)
+    assert out.getvalue() == DISK
