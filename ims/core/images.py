@@ -231,6 +231,10 @@ class ImageService:
             where.append(column("size") >= _int_param("size_min", f.pop("size_min")))
         if "size_max" in f:
             where.append(column("size") <= _int_param("size_max", f.pop("size_max")))
+        # Base columns are exact-match filters too (Glance: any image column).
+        for key in ("size", "virtual_size", "min_disk", "min_ram"):
+            if key in f:
+                where.append(column(key) == _int_param(key, f.pop(key)))
         for key in ("owner", "checksum", "os_hash_value"):
             if key in f:
                 where.append(column(key) == f.pop(key))
