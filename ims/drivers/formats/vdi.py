@@ -46,6 +46,9 @@ class VdiReader(MappedReader):
         first = offset // BLOCK
         last = (offset + length - 1) // BLOCK
         raw = self.source.pread(self._bmap_off + first * 4, (last - first + 1) * 4, "block map")
+        if raw == b"\xff" * len(raw):  # nothing allocated: one zero run
+            yield offset, length, -1
+            return
         end = offset + length
         pos = offset
         for i, entry in enumerate(struct.unpack(f"<{last - first + 1}I", raw)):
@@ -155,6 +158,8 @@ class VdiFormat(DiskFormat):
         for start in range(0, needed, MAP_SLICE):
             count = min(MAP_SLICE, needed - start)
             raw = src.pread(bmap_off + start * 4, count * 4, "block map")
+            if raw == b"\xff" * len(raw):
+                continue
             for i, entry in enumerate(struct.unpack(f"<{count}I", raw)):
                 if entry >= DISCARDED:
                     continue

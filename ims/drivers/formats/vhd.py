@@ -168,6 +168,9 @@ class VhdReader(MappedReader):
         first = offset // bs
         last = (offset + length - 1) // bs
         raw = self.source.pread(self._bat + first * 4, (last - first + 1) * 4, "BAT")
+        if raw == b"\xff" * len(raw):  # nothing allocated: one zero run
+            yield offset, length, -1
+            return
         end = offset + length
         pos = offset
         for i, entry in enumerate(struct.unpack(f">{last - first + 1}I", raw)):
@@ -325,6 +328,8 @@ class VhdFormat(DiskFormat):
         for start in range(0, needed, BAT_SLICE):
             count = min(BAT_SLICE, needed - start)
             raw = src.pread(bat_off + start * 4, count * 4, "BAT")
+            if raw == b"\xff" * len(raw):
+                continue
             for i, entry in enumerate(struct.unpack(f">{count}I", raw)):
                 if entry == UNALLOCATED:
                     continue

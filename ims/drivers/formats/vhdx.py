@@ -115,6 +115,9 @@ class VhdxReader(MappedReader):
         i0 = first + first // cr
         i1 = last + last // cr
         raw = self.source.pread(self._bat + i0 * 8, (i1 - i0 + 1) * 8, "BAT")
+        if raw == bytes(len(raw)):  # all NOT_PRESENT: one zero run
+            yield offset, length, -1
+            return
         entries = struct.unpack(f"<{i1 - i0 + 1}Q", raw)
         end = offset + length
         pos = offset
@@ -314,6 +317,8 @@ class VhdxFormat(DiskFormat):
             i0 = first + first // cr
             i1 = last + last // cr
             raw = src.pread(lay.bat_offset + i0 * 8, (i1 - i0 + 1) * 8, "BAT")
+            if raw == bytes(len(raw)):
+                continue
             entries = struct.unpack(f"<{i1 - i0 + 1}Q", raw)
             for block in range(first, last + 1):
                 entry = entries[block + block // cr - i0]
