@@ -9,7 +9,7 @@ import pytest
 from vmfmt_images import ForwardOnly, KiB, MemReader, MiB, pattern, write_image
 
 from ims import errors
-from ims.disk.model import Sample
+from ims.disk.model import Extent, Sample
 from ims.drivers.formats import vhd
 from ims.drivers.formats.vhd import VhdFormat
 from ims.drivers.formats.vhdx import VhdxFormat
@@ -193,3 +193,32 @@ def test_writers_refuse_oversized_disks():
         VhdxFormat().write(Huge(65 << 40), io.BytesIO(), {})
     with pytest.raises(errors.Invalid, match="64 TiB"):
         VmdkFormat().write(Huge(65 << 40), io.BytesIO(), {"subformat": "streamOptimized"})
+
+
+class _Empty(MemReader):
+    def __init__(self, size: int) -> None:
+        super().__init__(b"")
+        self.virtual_size = size
+
+    def extents(self):
+        yield Extent(0, self.virtual_size, True)
+
+
+@pytest.mark.parametrize(
+    "fmt, opts, size",
+    [
+        (VmdkFormat(), {"subformat": "monolithicSparse"}, 1 << 40),
+        (VmdkFormat(), {"subformat": "streamOptimized"}, 64 << 40),
+        (VhdFormat(), {"subformat": "dynamic"}, 2040 << 30),
+        (VhdxFormat(), {}, 16 << 40),
+    ],
+    ids=["vmdk-sparse", "vmdk-stream", "vhd-dynamic", "vhdx"],
+)
+def test_huge_empty_disks_are_one_zero_extent(tmp_path, fmt, opts, size):
+    """Tables of terabyte disks are scanned a slice at a time, not entry by entry."""
+    path = tmp_path / "huge.img"
+    with open(path, "wb") as out:
+        fmt.write(_Empty(size), out, opts)
+    with open(path, "rb") as f:
+        assert fmt.inspect(f).virtual_size == size
+        assert list(fmt.open(f).extents()) == [Extent(0, size, True)]
