@@ -216,7 +216,9 @@ class FileView:
                 file_size = os.fstat(self.fd).st_size
                 # NOTE(ims): a block device reports st_size 0; ask lseek.
                 if file_size == 0:
+                    saved = os.lseek(self.fd, 0, os.SEEK_CUR)
                     file_size = os.lseek(self.fd, 0, os.SEEK_END)
+                    os.lseek(self.fd, saved, os.SEEK_SET)
             else:
                 pos = file.tell()
                 file_size = file.seek(0, os.SEEK_END)
@@ -250,8 +252,12 @@ class FileView:
             except OSError as ex:
                 raise self.error(f"read failed at {offset}: {ex}") from ex
         with self._lock:
-            self.file.seek(offset)
-            return self.file.read(length)
+            saved = self.file.tell()
+            try:
+                self.file.seek(offset)
+                return self.file.read(length)
+            finally:
+                self.file.seek(saved)
 
     def read_exact(self, offset: int, length: int, what: str) -> bytes:
         """Read exactly ``length`` bytes of metadata, or raise ImageFormatError."""

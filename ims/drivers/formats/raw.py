@@ -44,29 +44,43 @@ class RawReader(DiskReader):
             return
         pos = 0
         while pos < size:
+            found = self._next_data(fd, pos, size)
+            if found is None:
+                # The filesystem cannot tell: report everything left as data.
+                yield Extent(pos, size - pos, False)
+                return
+            data, hole = found
+            if data > pos:
+                yield Extent(pos, data - pos, True)
+            if hole > data:
+                yield Extent(data, hole - data, False)
+            pos = hole
+
+    @staticmethod
+    def _next_data(fd: int, pos: int, size: int) -> tuple[int, int] | None:
+        """Return the next (data start, hole start) at or after ``pos``, within size.
+
+        The descriptor's offset is put back, so the caller's file object does
+        not see its position move.
+        """
+        saved = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
             try:
                 data = os.lseek(fd, pos, _SEEK_DATA)
             except OSError as ex:
                 if ex.errno == errno.ENXIO:
-                    # No data past pos: the rest is a hole.
-                    yield Extent(pos, size - pos, True)
-                    return
-                # The filesystem cannot tell: report everything left as data.
-                yield Extent(pos, size - pos, False)
-                return
+                    return size, size  # no data past pos: the rest is a hole
+                return None
             data = min(data, size)
-            if data > pos:
-                yield Extent(pos, data - pos, True)
-                pos = data
-                if pos >= size:
-                    return
+            if data >= size:
+                return size, size
             try:
-                hole = os.lseek(fd, pos, _SEEK_HOLE)
+                hole = os.lseek(fd, data, _SEEK_HOLE)
             except OSError:
                 hole = size
-            hole = min(max(hole, pos + 1), size)
-            yield Extent(pos, hole - pos, False)
-            pos = hole
+            return data, min(max(hole, data + 1), size)
+        finally:
+            os.lseek(fd, saved, os.SEEK_SET)
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:

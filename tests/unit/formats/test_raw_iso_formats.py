@@ -164,3 +164,19 @@ def test_raw_writer_propagates_reader_errors():
     with pytest.raises(errors.ImageFormatError, match="bad block"):
         RAW.write(Failing(b"x" * 100), io.BytesIO())
     assert not [t for t in threading.enumerate() if t.name == "ims-prefetch"]
+
+
+def test_raw_reader_leaves_the_file_position_alone(tmp_path):
+    path = _sparse_file(tmp_path / "disk.raw")
+    with open(path, "rb") as f:
+        f.seek(1234)
+        with RAW.open(f) as reader:
+            list(reader.extents())
+            reader.read(MiB, 10)
+        assert f.tell() == 1234
+        assert f.read(3) == bytes(3)
+    buf = io.BytesIO(b"abcdef" * 1000)
+    buf.seek(7)
+    with RAW.open(buf) as reader:
+        assert reader.read(0, 3) == b"abc"
+    assert buf.tell() == 7
