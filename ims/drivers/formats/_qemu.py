@@ -68,15 +68,19 @@ def le_u64s(buf: bytes) -> array.array:
     return arr
 
 
+#: Zero buffers kept for reuse, in total bytes (cluster- and block-sized ones).
+_ZERO_CACHE_BYTES = 16 * 1024 * 1024
+
+
 def zeros(length: int) -> bytes:
     """Return ``length`` zero bytes, sharing objects for common sizes."""
-    if length > 16 * 1024 * 1024:
-        return bytes(length)
     buf = _ZERO_CACHE.get(length)
     if buf is None:
-        if len(_ZERO_CACHE) > 64:
-            _ZERO_CACHE.clear()
-        buf = _ZERO_CACHE[length] = bytes(length)
+        buf = bytes(length)
+        if length <= 4 * 1024 * 1024:
+            if sum(_ZERO_CACHE) + length > _ZERO_CACHE_BYTES:  # keys are the lengths
+                _ZERO_CACHE.clear()
+            _ZERO_CACHE[length] = buf
     return buf
 
 
@@ -269,13 +273,8 @@ class FileView:
         return data
 
 
-def check_range(view: FileView, offset: int, length: int, what: str) -> None:
-    """Refuse a table whose byte range is not inside the file."""
-    if offset < 0 or length < 0 or offset + length > view.size:
-        raise view.error(f"{what} at {offset} (+{length} bytes) lies outside the file")
-
-
 def overlaps(a_off: int, a_len: int, b_off: int, b_len: int) -> bool:
+    """Tell whether two non-empty byte ranges share a byte."""
     return a_len > 0 and b_len > 0 and a_off < b_off + b_len and b_off < a_off + a_len
 
 
