@@ -222,3 +222,23 @@ def test_huge_empty_disks_are_one_zero_extent(tmp_path, fmt, opts, size):
     with open(path, "rb") as f:
         assert fmt.inspect(f).virtual_size == size
         assert list(fmt.open(f).extents()) == [Extent(0, size, True)]
+
+
+def test_stream_vmdk_stores_only_incompressible_grains_uncompressed():
+    import random
+    import zlib
+
+    from ims.drivers.formats import vmdk
+
+    rng = random.Random(5)
+    noise = rng.randbytes(64 * KiB)
+    text = (b"the quick brown fox jumps over the lazy dog " * 2000)[: 64 * KiB]
+    half = rng.randbytes(32 * KiB) + bytes(32 * KiB)
+    assert vmdk._incompressible(noise)
+    assert not vmdk._incompressible(text)
+    assert not vmdk._incompressible(half)
+    for grain in (noise, text, half):
+        blob = vmdk._deflate(grain)
+        assert zlib.decompress(blob) == grain
+    assert len(vmdk._deflate(text)) < 4 * KiB
+    assert len(vmdk._deflate(half)) < 40 * KiB
