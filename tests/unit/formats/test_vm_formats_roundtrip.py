@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
+import zlib
 
 import pytest
 from vmfmt_images import ForwardOnly, KiB, MemReader, MiB, pattern, write_image
 
 from ims import errors
 from ims.disk.model import Extent, Sample
-from ims.drivers.formats import vhd
+from ims.drivers.formats import vhd, vmdk
 from ims.drivers.formats.vhd import VhdFormat
 from ims.drivers.formats.vhdx import VhdxFormat
 from ims.drivers.formats.vmdk import VmdkFormat
@@ -225,11 +227,6 @@ def test_huge_empty_disks_are_one_zero_extent(tmp_path, fmt, opts, size):
 
 
 def test_stream_vmdk_stores_only_incompressible_grains_uncompressed():
-    import random
-    import zlib
-
-    from ims.drivers.formats import vmdk
-
     rng = random.Random(5)
     noise = rng.randbytes(64 * KiB)
     text = (b"the quick brown fox jumps over the lazy dog " * 2000)[: 64 * KiB]
