@@ -8,9 +8,10 @@ import struct
 import zlib
 
 import pytest
-from vmfmt_images import ForwardOnly, KiB, MemReader, MiB, pattern, write_image
+from vmfmt_images import ForwardOnly, KiB, MemReader, MiB, pattern, vdi_image, write_image
 
 from ims import errors
+from ims.disk import registry
 from ims.disk.model import Extent, Sample
 from ims.drivers.formats import vhd, vmdk
 from ims.drivers.formats.vhd import VhdFormat
@@ -239,3 +240,16 @@ def test_stream_vmdk_stores_only_incompressible_grains_uncompressed():
         assert zlib.decompress(blob) == grain
     assert len(vmdk._deflate(text)) < 4 * KiB
     assert len(vmdk._deflate(half)) < 40 * KiB
+
+
+@pytest.mark.parametrize("fmt, opts", CASES, ids=IDS)
+def test_registry_detects_written_images(fmt, opts):
+    """No other format plugin claims our images (no polyglot refusal)."""
+    img = write_image(fmt, pattern(2 * MiB, seed=12), **opts)
+    assert registry.detect(io.BytesIO(img)) == fmt.name
+
+
+def test_registry_detects_vdi_and_descriptor_files():
+    assert registry.detect(io.BytesIO(vdi_image(pattern(MiB, seed=13)))) == "vdi"
+    text = b'# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\n'
+    assert registry.detect(io.BytesIO(text)) == "vmdk"
