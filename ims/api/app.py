@@ -12,7 +12,7 @@ from oslo_config import cfg
 from ims import errors as ims_errors
 from ims.api.glance import discovery, errors, image_data, images, imports, members, metadefs, tasks
 from ims.api.glance.views import ImageView
-from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware
+from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware, with_request_id
 from ims.api.middleware.versions import VersionNegotiation
 from ims.api.native import errors as native_errors
 from ims.api.native import jobs as native_jobs
@@ -178,4 +178,4 @@ def _with_keystone(app: falcon.App, conf: cfg.ConfigOpts) -> Any:
             return app(environ, start_response)
         return protected(environ, start_response)
 
-    return dispatch
+    return with_request_id(dispatch)

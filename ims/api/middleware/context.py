@@ -8,6 +8,7 @@ noauth, the same headers are trusted as sent (development only).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import falcon
 
@@ -16,6 +17,29 @@ from ims.context import RequestContext, expand_roles, new_request_id
 _REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: Paths anyone may read: version discovery.
 PUBLIC_PATHS = frozenset({"/", "/versions"})
+
+
+def with_request_id(wsgi_app: Any) -> Any:
+    """Give every response an x-openstack-request-id, even ones made outside Falcon.
+
+    keystonemiddleware answers 401 itself; Glance's request-id middleware
+    sits in front of it, so those answers carry the id too. The id chosen
+    here goes into the request headers, where ContextMiddleware reuses it.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        wanted = environ.get("HTTP_X_OPENSTACK_REQUEST_ID") or ""
+        request_id = wanted if _REQUEST_ID.match(wanted) else new_request_id()
+        environ["HTTP_X_OPENSTACK_REQUEST_ID"] = request_id
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not any(name.lower() == "x-openstack-request-id" for name, _ in headers):
+                headers = [*headers, ("x-openstack-request-id", request_id)]
+            return start_response(status, headers, exc_info)
+
+        return wsgi_app(environ, start)
+
+    return app
 
 
 def _split_roles(header: str | None) -> list[str]:
