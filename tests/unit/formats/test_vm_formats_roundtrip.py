@@ -116,6 +116,8 @@ def test_seeking_writers_refuse_forward_only_output(fmt, opts):
     [
         (VmdkFormat(), {"subformat": "monolithicFlat"}),
         (VmdkFormat(), {"compat6": "on"}),
+        (VmdkFormat(), {"subformat": "streamOptimized", "compression_level": "0"}),
+        (VmdkFormat(), {"subformat": "monolithicSparse", "compression_level": "6"}),
         (VhdFormat(), {"subformat": "differencing"}),
         (VhdxFormat(), {"subformat": "fixed"}),
         (VhdxFormat(), {"block_size": "3145728"}),
@@ -253,3 +255,10 @@ def test_registry_detects_vdi_and_descriptor_files():
     assert registry.detect(io.BytesIO(vdi_image(pattern(MiB, seed=13)))) == "vdi"
     text = b'# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\n'
     assert registry.detect(io.BytesIO(text)) == "vmdk"
+
+
+@pytest.mark.parametrize("level", ["1", "9"])
+def test_stream_vmdk_compression_level_option(level):
+    data = pattern(2 * MiB, seed=14)
+    img = write_image(VmdkFormat(), data, subformat="streamOptimized", compression_level=level)
+    assert VmdkFormat().open(io.BytesIO(img)).read(0, len(data)) == data
