@@ -20,6 +20,8 @@ from typing import ClassVar
 
 from oslo_config import cfg
 
+from ims import errors
+
 
 class Capability(enum.Flag):
     """What a store can do; narrowed by ``configure``."""
@@ -104,3 +106,42 @@ class Store(abc.ABC):
     def describe(self) -> dict[str, object]:
         """Return the public details shown by ``/v2/info/stores/detail``."""
         return {}
+
+    def open_bucket(self, bucket: str) -> ObjectBucket:
+        """Address another bucket (container, directory) with this store's credentials.
+
+        Optional: for users' own files (IMS "bucket:object" references). The
+        store's own bucket is refused with Forbidden; who may use which bucket
+        is the core's decision, not the driver's.
+        """
+        raise errors.ConfigError(reason=f"{self.TYPE or 'this'} stores cannot open other buckets")
+
+
+class ObjectBucket(abc.ABC):
+    """Objects named by users in one bucket of a store's backend.
+
+    Names may hold ``/`` (folders); the core validates them, the driver still
+    never lets one escape the bucket. Errors as for ``Store``.
+    """
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    @abc.abstractmethod
+    def size(self, name: str) -> int:
+        """Return the object's size; DataNotFound when it does not exist."""
+
+    @abc.abstractmethod
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Yield the object's bytes from ``offset``, ``length`` of them (None: to the end)."""
+
+    @abc.abstractmethod
+    def put(self, name: str, chunks: Iterable[bytes], size_hint: int | None = None) -> int:
+        """Write a new object and return its size; Duplicate if it exists.
+
+        On any failure nothing is left under ``name``.
+        """
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object and any unfinished upload of it; DataNotFound if neither exists."""

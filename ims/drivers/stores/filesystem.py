@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from oslo_config import cfg
 
 from ims import errors
-from ims.drivers.stores.base import Store, StoredObject
+from ims.drivers.stores.base import ObjectBucket, Store, StoredObject
 
 _TMP_PREFIX = ".partial-"
 READ_CHUNK = 4 * 1024 * 1024
@@ -147,6 +147,90 @@ class FilesystemStore(Store):
 
     def describe(self) -> dict[str, object]:
         return {"data_dir": self.datadir, "chunk_size": self.chunk_size}
+
+    def open_bucket(self, bucket: str) -> ObjectBucket:
+        """A bucket is a directory directly under the data directory."""
+        if not bucket or bucket.startswith(".") or os.sep in bucket or bucket != bucket.strip():
+            raise errors.Forbidden(f"{bucket!r} cannot be a bucket of store {self.store_id}")
+        return _DirBucket(self, bucket)
+
+
+class _DirBucket(ObjectBucket):
+    """Files under ``<datadir>/<bucket>/``; sub-directories are folders."""
+
+    def __init__(self, store: FilesystemStore, bucket: str) -> None:
+        super().__init__(bucket)
+        self.store = store
+        self.root = os.path.join(store.datadir, bucket)
+
+    def _path(self, name: str) -> str:
+        path = os.path.normpath(os.path.join(self.root, name))
+        # APPSEC(ims): no "..", absolute name or symlink may leave the bucket.
+        real_root = os.path.realpath(self.root)
+        if not path.startswith(self.root + os.sep) or not os.path.realpath(path).startswith(
+            real_root + os.sep
+        ):
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}")
+        return path
+
+    def size(self, name: str) -> int:
+        path = self._path(name)
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}") from None
+        if not os.path.isfile(path):
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}")
+        return info.st_size
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        self.size(name)  # a directory or a missing file is not an object
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}") from None
+        except OSError as ex:
+            raise self.store._translate(ex) from ex
+        return _iter_file(fd, offset, length, self.store.chunk_size)
+
+    def put(self, name: str, chunks: Iterable[bytes], size_hint: int | None = None) -> int:
+        if not os.path.isdir(self.root):
+            raise errors.StoreUnavailable(
+                store=self.store.store_id, reason=f"bucket {self.bucket} does not exist"
+            )
+        final = self._path(name)
+        if os.path.lexists(final):
+            raise errors.Duplicate(what=f"Object {self.bucket}:{name}")
+        folder = os.path.dirname(final)
+        tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        size = 0
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, "xb", buffering=0) as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    size += len(chunk)
+                os.fsync(out.fileno())
+            # A hard link publishes the file only if the name is still free.
+            os.link(tmp, final)
+        except FileExistsError:
+            raise errors.Duplicate(what=f"Object {self.bucket}:{name}") from None
+        except OSError as ex:
+            raise self.store._translate(ex) from ex
+        finally:
+            _remove_quietly(tmp)
+        return size
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        if not os.path.isfile(path):
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise errors.DataNotFound(location=f"{self.bucket}:{name}") from None
+        except OSError as ex:
+            raise self.store._translate(ex) from ex
 
 
 def _iter_file(fd: int, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ chunk (4 MiB) per download.
 from __future__ import annotations
 
 import contextlib
+import copy
 import http.client
 import logging
 import threading
@@ -39,7 +40,7 @@ from oslo_config import cfg
 
 from ims import errors
 from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, upload_parts
-from ims.drivers.stores.base import Store, StoredObject
+from ims.drivers.stores.base import ObjectBucket, Store, StoredObject
 
 LOG = logging.getLogger(__name__)
 
@@ -314,11 +315,15 @@ class S3Store(Store):
         self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
     ) -> StoredObject:
         key = f"{self.prefix}{image_id}"
+        size = self._put_key(key, chunks, size_hint, f"Image data for {image_id}")
+        return StoredObject(url=self._url(key), size=size)
+
+    def _put_key(self, key: str, chunks: Iterable[bytes], size_hint: int | None, what: str) -> int:
         reader = ChunkReader(chunks)
         with self._mapped(source=reader):
             self._ensure_bucket()
             if self._exists(key):
-                raise errors.Duplicate(what=f"Image data for {image_id}")
+                raise errors.Duplicate(what=what)
             if size_hint is not None and size_hint >= self.large_object_size:
                 multipart = True
             else:
@@ -330,7 +335,7 @@ class S3Store(Store):
                 self._add_multipart(key, reader, size_hint)
             else:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=reader.drain())
-        return StoredObject(url=self._url(key), size=reader.consumed)
+        return reader.consumed
 
     def _exists(self, key: str) -> bool:
         try:
@@ -393,9 +398,11 @@ class S3Store(Store):
     # -- reads ---------------------------------------------------------------
 
     def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        key = self._key(url)
+        return self._get_key(self._key(url), url, offset, length)
+
+    def _get_key(self, key: str, url: str, offset: int, length: int | None) -> Iterator[bytes]:
         if length == 0:
-            self.get_size(url)
+            self._size_key(key, url)
             return iter(())
         kwargs: dict[str, Any] = {}
         if offset or length is not None:
@@ -419,19 +426,30 @@ class S3Store(Store):
                 body.close()
 
     def get_size(self, url: str) -> int:
-        key = self._key(url)
+        return self._size_key(self._key(url), url)
+
+    def _size_key(self, key: str, url: str) -> int:
         with self._mapped(url):
             return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
 
     # -- removal -------------------------------------------------------------
 
     def delete(self, url: str) -> None:
-        key = self._key(url)
+        self._delete_key(self._key(url), url)
+
+    def _delete_key(self, key: str, url: str) -> None:
         with self._mapped(url):
+            aborted = False
             for upload_key, upload_id in self._uploads(key):
                 if upload_key == key:
-                    self._abort_quietly(key, upload_id)
-            self.client.head_object(Bucket=self.bucket, Key=key)
+                    aborted = self._abort_quietly(key, upload_id) or aborted
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as ex:
+                status = ex.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if aborted and status == 404:
+                    return  # only an unfinished upload was there
+                raise
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def cleanup(self) -> int:
@@ -458,3 +476,34 @@ class S3Store(Store):
             "large_object_size": self.large_object_size,
             "large_object_chunk_size": self.part_size,
         }
+
+    def open_bucket(self, bucket: str) -> ObjectBucket:
+        """Another bucket on the same endpoint, through the same client and keys."""
+        if bucket == self.bucket:
+            raise errors.Forbidden(f"Bucket {bucket} holds the images of store {self.store_id}")
+        view = copy.copy(self)  # shares the client and the upload bookkeeping
+        view.bucket = bucket
+        view.prefix = ""
+        view.create_bucket = False
+        view._bucket_ready = True
+        return _S3Bucket(view)
+
+
+class _S3Bucket(ObjectBucket):
+    """Keys of one bucket, named by users (folders are ``/`` in the key)."""
+
+    def __init__(self, view: S3Store) -> None:
+        super().__init__(view.bucket)
+        self.view = view
+
+    def size(self, name: str) -> int:
+        return self.view._size_key(name, f"{self.bucket}:{name}")
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return self.view._get_key(name, f"{self.bucket}:{name}", offset, length)
+
+    def put(self, name: str, chunks: Iterable[bytes], size_hint: int | None = None) -> int:
+        return self.view._put_key(name, chunks, size_hint, f"Object {self.bucket}:{name}")
+
+    def delete(self, name: str) -> None:
+        self.view._delete_key(name, f"{self.bucket}:{name}")

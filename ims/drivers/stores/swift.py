@@ -30,6 +30,7 @@ them that share one token.
 from __future__ import annotations
 
 import contextlib
+import copy
 import http.client
 import io
 import json
@@ -52,7 +53,7 @@ from swiftclient.exceptions import ClientException
 
 from ims import errors
 from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, upload_parts
-from ims.drivers.stores.base import Store, StoredObject
+from ims.drivers.stores.base import ObjectBucket, Store, StoredObject
 
 LOG = logging.getLogger(__name__)
 
@@ -431,8 +432,13 @@ class SwiftStore(Store):
     def add(
         self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
     ) -> StoredObject:
+        size = self._put_name(image_id, chunks, size_hint, f"Image data for {image_id}")
+        return StoredObject(url=f"{self.url_prefix()}{image_id}", size=size)
+
+    def _put_name(
+        self, name: str, chunks: Iterable[bytes], size_hint: int | None, what: str
+    ) -> int:
         reader = ChunkReader(chunks)
-        url = f"{self.url_prefix()}{image_id}"
         with self._mapped(source=reader):
             with self._pool.connection() as conn:
                 try:
@@ -440,17 +446,17 @@ class SwiftStore(Store):
                 except ClientException:
                     self._ready.discard(self.container)
                     raise
-                if self._exists(conn, image_id):
-                    raise errors.Duplicate(what=f"Image data for {image_id}")
+                if self._exists(conn, name):
+                    raise errors.Duplicate(what=what)
                 if size_hint is not None and size_hint < self.large_object_size:
-                    self._put_stream(conn, image_id, reader)
-                    return StoredObject(url=url, size=reader.consumed)
+                    self._put_stream(conn, name, reader)
+                    return reader.consumed
                 if size_hint is None and reader.peek(self.segment_size) < self.segment_size:
-                    _put_bytes(conn, self.container, image_id, reader.drain())
-                    return StoredObject(url=url, size=reader.consumed)
+                    _put_bytes(conn, self.container, name, reader.drain())
+                    return reader.consumed
                 self._ensure_container(conn, self.segments, True)
-            self._add_slo(image_id, reader, size_hint)
-        return StoredObject(url=url, size=reader.consumed)
+            self._add_slo(name, reader, size_hint)
+        return reader.consumed
 
     def _exists(self, conn: swift_client.Connection, name: str) -> bool:
         try:
@@ -542,9 +548,11 @@ class SwiftStore(Store):
     # -- reads ---------------------------------------------------------------
 
     def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        name = self._name(url)
+        return self._get_name(self._name(url), url, offset, length)
+
+    def _get_name(self, name: str, url: str, offset: int, length: int | None) -> Iterator[bytes]:
         if length == 0:
-            self.get_size(url)
+            self._size_name(name, url)
             return iter(())
         headers = {}
         if offset or length is not None:
@@ -591,14 +599,18 @@ class SwiftStore(Store):
             self._pool.release(conn, broken=not complete)
 
     def get_size(self, url: str) -> int:
-        name = self._name(url)
+        return self._size_name(self._name(url), url)
+
+    def _size_name(self, name: str, url: str) -> int:
         with self._mapped(url), self._pool.connection() as conn:
             return int(conn.head_object(self.container, name)["content-length"])
 
     # -- removal -------------------------------------------------------------
 
     def delete(self, url: str) -> None:
-        name = self._name(url)
+        self._delete_name(self._name(url), url)
+
+    def _delete_name(self, name: str, url: str) -> None:
         with self._mapped(url), self._pool.connection() as conn:
             headers = conn.head_object(self.container, name)
             if headers.get("x-static-large-object", "").lower() != "true":
@@ -680,6 +692,40 @@ class SwiftStore(Store):
             "large_object_size": self.large_object_size,
             "large_object_chunk_size": self.segment_size,
         }
+
+    def open_bucket(self, bucket: str) -> ObjectBucket:
+        """Another container of the same account (an S3 bucket under s3api)."""
+        if bucket in (self.container, self.segments):
+            raise errors.Forbidden(f"Container {bucket} holds the images of store {self.store_id}")
+        view = copy.copy(self)  # shares the connection pool and token
+        view.container = bucket
+        view.segments = f"{bucket}_segments"
+        view.create_container = False
+        view._ready = set()
+        return _SwiftBucket(view)
+
+
+class _SwiftBucket(ObjectBucket):
+    """Objects of one container, named by users (folders are ``/`` in the name).
+
+    Large objects are SLOs whose segments go to ``<container>_segments``.
+    """
+
+    def __init__(self, view: SwiftStore) -> None:
+        super().__init__(view.container)
+        self.view = view
+
+    def size(self, name: str) -> int:
+        return self.view._size_name(name, f"{self.bucket}:{name}")
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return self.view._get_name(name, f"{self.bucket}:{name}", offset, length)
+
+    def put(self, name: str, chunks: Iterable[bytes], size_hint: int | None = None) -> int:
+        return self.view._put_name(name, chunks, size_hint, f"Object {self.bucket}:{name}")
+
+    def delete(self, name: str) -> None:
+        self.view._delete_name(name, f"{self.bucket}:{name}")
 
 
 def _put_bytes(conn: swift_client.Connection, container: str, name: str, data: bytes) -> str:
