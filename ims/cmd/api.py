@@ -81,6 +81,10 @@ class IMSServer(BaseApplication):
         if wsgi.cert_file:
             settings["certfile"] = wsgi.cert_file
             settings["keyfile"] = wsgi.key_file
+        # NOTE(ims): gunicorn >= 26 opens a control socket at one fixed path per
+        # user; several ims-api on one host would share it. IMS needs none.
+        if "control_socket_disable" in self.cfg.settings:
+            settings["control_socket_disable"] = True
         for key, value in settings.items():
             self.cfg.set(key, value)
 
