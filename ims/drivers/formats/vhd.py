@@ -428,7 +428,7 @@ class VhdFormat(DiskFormat):
         if sys.byteorder == "little":
             bat.byteswap()
         out.write(bat.tobytes())
-        write_zeros(out, bat_bytes - entries * 4)
+        out.write(b"\xff" * (bat_bytes - entries * 4))  # padding reads as unallocated
         del bat
         bitmap = b"\xff" * bm_size
         written = 0
