@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from ims.conf import api, database, default, image_format, imports, jobs, store, wsgi
+from ims.conf import api, database, default, image_format, imaging, imports, jobs, store, wsgi
 
-_MODULES = (default, api, database, image_format, imports, jobs, store, wsgi)
+_MODULES = (default, api, database, image_format, imaging, imports, jobs, store, wsgi)
 
 
 def register_all(conf: cfg.ConfigOpts) -> None:

@@ -7,7 +7,7 @@ import itertools
 from oslo_config import cfg
 from stevedore import ExtensionManager
 
-from ims.conf import api, database, default, image_format, imports, jobs, store, wsgi
+from ims.conf import api, database, default, image_format, imaging, imports, jobs, store, wsgi
 
 
 def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -33,6 +33,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         (api.GROUP, api.opts),
         (database.GROUP, database.opts),
         (image_format.GROUP, image_format.opts),
+        (imaging.GROUP, imaging.opts),
         (imports.FILTER_GROUP, imports.filter_opts),
         (imports.TASK_GROUP, imports.task_opts),
         (jobs.GROUP, jobs.opts),
