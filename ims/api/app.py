@@ -15,8 +15,10 @@ from ims.api.glance.views import ImageView
 from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware, with_request_id
 from ims.api.middleware.versions import VersionNegotiation
 from ims.api.native import errors as native_errors
+from ims.api.native import imaging as native_imaging
 from ims.api.native import jobs as native_jobs
 from ims.core import image_data as core_data
+from ims.core import imaging as core_imaging
 from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
 from ims.core.imports import ImportService
@@ -64,7 +66,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
     policy = Policy(make_enforcer(conf))
     image_service = ImageService(conf, database, policy, stores)
     data_service = ImageDataService(conf, image_service)
-    return Services(
+    services = Services(
         conf=conf,
         db=database,
         stores=stores,
@@ -77,6 +79,8 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         jobs=JobService(conf, database),
         metadefs=MetadefService(conf, database, policy),
     )
+    core_imaging.register_jobs(services)
+    return services
 
 
 def create_app(conf: cfg.ConfigOpts, services: Services | None = None) -> Any:
@@ -158,6 +162,7 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
     )
     app.add_route("/v2/schemas/{name}", discovery.Schemas(schema_docs))
     metadefs.add_metadef_routes(app, s)
+    native_imaging.add_routes(app, s)
     app.add_route("/v2/info/import", discovery.ImportInfo(s.imports.methods))
     stores_info = discovery.StoresInfo(s.stores, s.policy)
     app.add_route("/v2/info/stores", stores_info)
