@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from ims.conf import api, database, default, image_format, imaging, imports, jobs, store, wsgi
+from ims.conf import (
+    api,
+    database,
+    default,
+    image_format,
+    imaging,
+    imports,
+    jobs,
+    native,
+    store,
+    wsgi,
+)
 
-_MODULES = (default, api, database, image_format, imaging, imports, jobs, store, wsgi)
+_MODULES = (default, api, database, image_format, imaging, imports, jobs, native, store, wsgi)
 
 
 def register_all(conf: cfg.ConfigOpts) -> None:

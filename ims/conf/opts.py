@@ -7,7 +7,18 @@ import itertools
 from oslo_config import cfg
 from stevedore import ExtensionManager
 
-from ims.conf import api, database, default, image_format, imaging, imports, jobs, store, wsgi
+from ims.conf import (
+    api,
+    database,
+    default,
+    image_format,
+    imaging,
+    imports,
+    jobs,
+    native,
+    store,
+    wsgi,
+)
 
 
 def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -37,6 +48,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         (imports.FILTER_GROUP, imports.filter_opts),
         (imports.TASK_GROUP, imports.task_opts),
         (jobs.GROUP, jobs.opts),
+        (native.GROUP, native.opts),
         (store.GROUP, store.opts),
         (wsgi.GROUP, wsgi.opts),
         *_store_driver_opts(),

@@ -83,6 +83,8 @@ class ListQuery:
     sort: list[listing.SortKey]
     limit: int
     marker: str | None
+    #: More SQL conditions, ANDed with the rest (the native API's filters).
+    extra: tuple[Any, ...] = ()
 
 
 def _int_quota(value: int) -> int | None:
@@ -212,6 +214,25 @@ class ImageService:
     def list(self, ctx: RequestContext, query: ListQuery) -> tuple[list[db.Image], bool]:
         """Return a page of images and whether more may follow."""
         self.policy.enforce(ctx, "get_images")
+        where = self.list_conditions(ctx, query)
+        sort = listing.with_tiebreakers(query.sort)
+        with self.db.session() as session:
+            if query.marker:
+                try:
+                    marker = self._load(ctx, session, query.marker)
+                except errors.ImageNotFound:
+                    raise errors.Invalid(
+                        f"Invalid marker. Image {query.marker} could not be found."
+                    ) from None
+                where.append(listing.after_marker(sort, marker))
+            images = db.images_query(session, where, listing.order_by(sort), query.limit)
+        return images, len(images) == query.limit
+
+    def list_conditions(self, ctx: RequestContext, query: ListQuery) -> list[Any]:
+        """The SQL conditions selecting what ``ctx`` may list with ``query``.
+
+        Paging (sort, limit, marker) is left to the caller; policy too.
+        """
         f = dict(query.filters)
         visibility = f.pop("visibility", None)
         member_status = f.pop("member_status", "accepted")
@@ -242,18 +263,8 @@ class ImageService:
             where.append(listing.property_filter(name, value))
         for tag in query.tags:
             where.append(listing.tag_filter(tag))
-        sort = listing.with_tiebreakers(query.sort)
-        with self.db.session() as session:
-            if query.marker:
-                try:
-                    marker = self._load(ctx, session, query.marker)
-                except errors.ImageNotFound:
-                    raise errors.Invalid(
-                        f"Invalid marker. Image {query.marker} could not be found."
-                    ) from None
-                where.append(listing.after_marker(sort, marker))
-            images = db.images_query(session, where, listing.order_by(sort), query.limit)
-        return images, len(images) == query.limit
+        where.extend(query.extra)
+        return where
 
     # -- update -----------------------------------------------------------
 

@@ -175,6 +175,19 @@ metadef_rules = [
 ]
 
 
+# The IMS native API reuses the Image API rules where the act is the same
+# (add_member for a batch share, modify_image for tag writes...).
+native_rules = [
+    _rule(
+        "get_image_quotas",
+        READER,
+        "Show the project's image quotas.",
+        "GET",
+        "/v1/cloudimages/quota",
+    ),
+]
+
+
 def list_rules() -> list[policy.RuleDefault]:
     """Return the rules for oslopolicy tools and the enforcer."""
-    return [*rules, *metadef_rules]
+    return [*rules, *metadef_rules, *native_rules]
