@@ -17,8 +17,10 @@ from ims.api.middleware.versions import VersionNegotiation
 from ims.api.native import errors as native_errors
 from ims.api.native import imaging as native_imaging
 from ims.api.native import jobs as native_jobs
+from ims.api.native import routes as native_routes
 from ims.core import image_data as core_data
 from ims.core import imaging as core_imaging
+from ims.core import native_members
 from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
 from ims.core.imports import ImportService
@@ -79,6 +81,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         jobs=JobService(conf, database),
         metadefs=MetadefService(conf, database, policy),
     )
+    native_members.register_jobs(services)
     core_imaging.register_jobs(services)
     return services
 
@@ -162,6 +165,7 @@ def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:
     )
     app.add_route("/v2/schemas/{name}", discovery.Schemas(schema_docs))
     metadefs.add_metadef_routes(app, s)
+    native_routes.add_routes(app, s)
     native_imaging.add_routes(app, s)
     app.add_route("/v2/info/import", discovery.ImportInfo(s.imports.methods))
     stores_info = discovery.StoresInfo(s.stores, s.policy)

@@ -7,9 +7,10 @@ import re
 import falcon
 
 _VERSIONED_PATH = re.compile(r"^/v2(\.\d+)?(/.*)?$")
-# The IMS native API lives under /v1/... and /v2[.N]/cloudimages; leave it be.
+# The IMS native API lives under /v1/... and /v2[.N]/cloudimages, and answers its
+# own version entries at /v1, /v1.0 and /v1.1; leave it be.
 _NATIVE = re.compile(
-    r"^/(v1/|v2(\.\d+)?/cloudimages(/|$)|v\d(\.\d+)?/[^/]+/(jobs|images/tags|"
+    r"^/(v1/|v1(\.[01])?$|v2(\.\d+)?/cloudimages(/|$)|v\d(\.\d+)?/[^/]+/(jobs|images/tags|"
     r"images/[^/]+/tags|images/resource_instances)(/|$))"
 )
 _ACCEPT = re.compile(r"application/vnd\.openstack\.images-v2(\.\d+)?")

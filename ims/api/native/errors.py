@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import falcon
 
@@ -17,6 +18,10 @@ from ims import errors
 from ims.api.glance.errors import status_for
 
 LOG = logging.getLogger(__name__)
+# The project-scoped IMS tag APIs live beside the Glance paths under /v2.
+_PROJECT_SCOPED = re.compile(
+    r"^/v2(\.\d+)?/[^/]+/images/(tags|resource_instances|[^/]+/tags)(/|$)"
+)
 
 # Most specific first.
 CODE_BY_ERROR: list[tuple[type[errors.IMSError], str]] = [
@@ -57,6 +62,7 @@ def is_native(req: falcon.Request) -> bool:
         or path.startswith("/v2/cloudimages")
         or path.startswith("/v2.1/")
         or "/jobs/" in path
+        or _PROJECT_SCOPED.match(path) is not None
     )
 
 
