@@ -23,7 +23,6 @@ import secrets
 import struct
 import sys
 import threading
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import BinaryIO
@@ -48,6 +47,11 @@ from ims.drivers.formats._vmcommon import (
     zero_pieces,
 )
 from ims.drivers.formats.base import DiskFormat
+
+try:  # PERF(ims): zlib-ng, when installed, inflates ~1.5x and deflates ~1.2x faster.
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # pragma: no cover - the standard library makes the same streams
+    import zlib
 
 FMT = "vmdk"
 MAGIC = b"KDMV"

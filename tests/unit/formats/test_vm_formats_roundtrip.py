@@ -262,3 +262,17 @@ def test_stream_vmdk_compression_level_option(level):
     data = pattern(2 * MiB, seed=14)
     img = write_image(VmdkFormat(), data, subformat="streamOptimized", compression_level=level)
     assert VmdkFormat().open(io.BytesIO(img)).read(0, len(data)) == data
+
+
+@pytest.mark.parametrize("backend", ["default", "stdlib"])
+def test_stream_vmdk_with_either_zlib(monkeypatch, backend):
+    """zlib-ng is optional: the standard zlib must read and write the same."""
+    if backend == "stdlib":
+        monkeypatch.setattr(vmdk, "zlib", zlib)
+    data = pattern(3 * MiB, seed=15)
+    img = bytearray(write_image(VmdkFormat(), data, subformat="streamOptimized"))
+    assert VmdkFormat().open(io.BytesIO(bytes(img))).read(0, len(data)) == data
+    marker = struct.unpack_from("<Q", img, 64)[0] * 512  # overHead: the first grain
+    img[marker + 14 : marker + 30] = b"\xff" * 16
+    with pytest.raises(errors.ImageFormatError):
+        VmdkFormat().open(io.BytesIO(bytes(img))).read(0, len(data))
