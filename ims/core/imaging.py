@@ -849,8 +849,6 @@ class ImagingService:
             _discard(store, image_id)
             ref = objectstore.parse_ref(item["ref"])
             bucket = self.objects.bucket(jctx.ctx, ref)
-        low, high = share
-        progress = _Progress(jctx, low + (high - low) * 0.02, high - (high - low) * 0.02, "")
         with _job_errors("IMG.0057"):
             try:
                 size = bucket.size(ref.name)
@@ -860,7 +858,24 @@ class ImagingService:
                 raise JobFailed(f"The file {ref} is empty.", "IMG.0057")
             if size > self._file_limit(item["quick"]):
                 raise JobFailed(f"The file {ref} is too large.", "IMG.0059")
-            source = RangedFile(lambda off, n: bucket.get(ref.name, off, n), size)
+        with RangedFile(lambda off, n: bucket.get(ref.name, off, n), size) as source:
+            self._store_file(jctx, item, share, store, bucket, ref, source, size)
+
+    def _store_file(
+        self,
+        jctx: JobContext,
+        item: dict[str, Any],
+        share: tuple[float, float],
+        store: Store,
+        bucket: ObjectBucket,
+        ref: ObjectRef,
+        source: RangedFile,
+        size: int,
+    ) -> None:
+        """Inspect the file, store it (converted or as is), activate the image."""
+        image_id = item["image_id"]
+        low, high = share
+        with _job_errors("IMG.0057"):
             fmt = registry.detect(source)
             self._check_source_format(fmt, item)
             info = registry.get(fmt).inspect(source)
@@ -871,26 +886,24 @@ class ImagingService:
                 "IMG.0055",
             )
         jctx.progress(low + (high - low) * 0.02, "CheckImageFileTask")
+        progress = _Progress(jctx, low + (high - low) * 0.02, high - (high - low) * 0.02, "")
         as_is = fmt == "iso" or item["quick"]
         target = fmt if as_is else self.internal
         hashes = streams.Hashes(self.conf.hashing_algorithm)
-        limit = streams.SizeLimit(self.size_cap)
         with _job_errors(), self._temp_dir(jctx) as tmpdir:
             if as_is:
+                # Quick import and ISO: the bytes as they are, fetched in one stream.
                 progress.task = "UploadImageFileTask"
+                stages = [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
                 with contextlib.closing(bucket.get(ref.name)) as data:
-                    chunks = streams.through(
-                        data, [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
-                    )
-                    stored = store.add(image_id, chunks, size_hint=size)
+                    stored = store.add(image_id, streams.through(data, stages), size_hint=size)
             else:
                 progress.task = "ConvertImageFileTask"
-                reader = _ProgressReader(registry.get(fmt).open(source), progress)
-                with reader:
+                stages = [streams.SizeLimit(self.size_cap), hashes]
+                with _ProgressReader(registry.get(fmt).open(source), progress) as reader:
                     data, hint = self._converted(reader, target, self.internal_options, tmpdir)
                     with contextlib.closing(data):
-                        chunks = streams.through(data, [limit, hashes])
-                        stored = store.add(image_id, chunks, size_hint=hint)
+                        stored = store.add(image_id, streams.through(data, stages), hint)
         properties = {
             "__root_origin": "file",
             "__isregistered": "true",

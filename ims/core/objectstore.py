@@ -32,6 +32,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from oslo_config import cfg
 from stevedore import DriverManager
@@ -168,11 +169,13 @@ class RangedFile(io.RawIOBase):
     """A read-only, seekable file over ranged gets, with adaptive read-ahead.
 
     Format readers read headers and tables at scattered offsets, then data
-    mostly front to back. A read that continues the previous one doubles the
-    window fetched (up to ``max_window``), a jump starts again small, so
-    metadata costs small requests and data large ones. Two windows are kept
-    (metadata and data regions alternate). Memory: at most 2 × max_window
-    plus one read.
+    mostly front to back. A read that moves forward from the last window
+    doubles the next window (up to ``max_window``) and fetches the window
+    after it in a background thread, so the network works while the caller
+    converts; a jump starts again small, so metadata costs small requests
+    and data large ones. Two windows are kept (metadata and data regions
+    alternate). Memory: at most 3 × max_window (two kept, one in flight) plus
+    one read.
     """
 
     def __init__(
@@ -180,7 +183,7 @@ class RangedFile(io.RawIOBase):
         fetch: Callable[[int, int], Iterator[bytes]],
         size: int,
         min_window: int = 256 * 1024,
-        max_window: int = 16 * 1024 * 1024,
+        max_window: int = 32 * 1024 * 1024,
     ) -> None:
         self._fetch = fetch
         self._size = size
@@ -188,8 +191,10 @@ class RangedFile(io.RawIOBase):
         self._max = max_window
         self._window = min_window
         self._pos = 0
-        self._next = -1  # where the last read ended
+        self._last = (-1, -1)  # the last window fetched: start, end
         self._cache: list[tuple[int, bytes]] = []
+        self._ahead: tuple[int, int, Future[bytes]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def readable(self) -> bool:
         return True
@@ -205,6 +210,22 @@ class RangedFile(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ahead = None
+        self._cache = []
+        super().close()
+
+    def _get(self, start: int, length: int) -> bytes:
+        data = b"".join(self._fetch(start, length))
+        if len(data) != length:
+            raise errors.StoreUnavailable(
+                store="object", reason=f"short read: {len(data)} of {length} bytes at {start}"
+            )
+        return data
+
     def _cached(self, pos: int) -> tuple[int, bytes] | None:
         for start, data in self._cache:
             if start <= pos < start + len(data):
@@ -212,18 +233,26 @@ class RangedFile(io.RawIOBase):
         return None
 
     def _load(self, pos: int, want: int) -> tuple[int, bytes]:
-        if pos == self._next:
-            self._window = min(self._window * 2, self._max)
+        last_start, last_end = self._last
+        forward = last_start <= pos <= last_end + self._window
+        self._window = min(self._window * 2, self._max) if forward else self._min
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] <= pos < ahead[0] + ahead[1]:
+            start, data = ahead[0], ahead[2].result()
+            if pos + want > start + len(data):  # a large read past the prefetched window
+                data += self._get(start + len(data), pos + want - start - len(data))
         else:
-            self._window = self._min
-        length = min(max(want, self._window), self._size - pos)
-        data = b"".join(self._fetch(pos, length))
-        if len(data) != length:
-            raise errors.StoreUnavailable(
-                store="object", reason=f"short read: {len(data)} of {length} bytes at {pos}"
-            )
-        self._cache = [*self._cache[-1:], (pos, data)]
-        return pos, data
+            start = pos
+            data = self._get(pos, min(max(want, self._window), self._size - pos))
+        self._cache = [*self._cache[-1:], (start, data)]
+        self._last = (start, start + len(data))
+        end = start + len(data)
+        if forward and end < self._size:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="ims-readahead")
+            length = min(self._window, self._size - end)
+            self._ahead = (end, length, self._pool.submit(self._get, end, length))
+        return start, data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
@@ -231,11 +260,9 @@ class RangedFile(io.RawIOBase):
         got = 0
         while got < want:
             pos = self._pos + got
-            found = self._cached(pos) or self._load(pos, want - got)
-            start, data = found
+            start, data = self._cached(pos) or self._load(pos, want - got)
             take = min(want - got, start + len(data) - pos)
-            view[got : got + take] = data[pos - start : pos - start + take]
+            view[got : got + take] = memoryview(data)[pos - start : pos - start + take]
             got += take
         self._pos += got
-        self._next = self._pos
         return got
