@@ -11,6 +11,7 @@ from falcon import testing
 
 from ims import conf as ims_conf
 from ims.api.app import create_app
+from tests.real.swift_server import SwiftServer, missing_requirements
 
 PATCH = "application/openstack-images-v2.1-json-patch"
 PATCH_V20 = "application/openstack-images-v2.0-json-patch"
@@ -98,3 +99,24 @@ def clients(make_app: Callable[..., Any]) -> Callable[..., dict[str, Client]]:
 @pytest.fixture
 def api(clients: Callable[..., dict[str, Client]]) -> dict[str, Client]:
     return clients()
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServer]:
+    """A real Swift (s3api + tempauth) on loopback, shared by the whole session.
+
+    Here rather than in tests/real, so that the functional tests (Tempest's
+    multistore run) use the same server.
+    """
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(
+            f"needs a local Swift: {reason} (apt-get install swift swift-proxy "
+            "swift-account swift-container swift-object memcached)"
+        )
+    server = SwiftServer()
+    server.start(tmp_path_factory.mktemp("swift"))
+    try:
+        yield server
+    finally:
+        server.stop()
