@@ -5,21 +5,25 @@ Fails when any test fails that tests/tempest/run_tempest.py does not list in
 KNOWN_FAILURES with its reason, or when a known failure starts passing (so
 the list is kept true).
 
-Two runs: every image test against the session's ims-api (format
-enforcement on, so Tempest skips its listing tests), then only the listing
-tests against an ims-api that accepts mislabelled data, which they upload.
+Three runs: every image test against the session's ims-api (format
+enforcement on, so Tempest skips its listing tests); only the listing tests
+against an ims-api that accepts mislabelled data, which they upload; and the
+store and import tests against an ims-api with two stores, a filesystem one
+and an S3 one on the session's real Swift (s3api).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.functional.servers import IMSServer, KeystoneServer
+from tests.real.swift_server import SwiftServer
 from tests.tempest import run_tempest
 
 LISTING_TESTS = r"^tempest\.api\.image\.v2\.test_images\.ListUserImagesTest"
@@ -73,4 +77,46 @@ def test_tempest_listing_without_format_enforcement(
     finally:
         keystone.set_image_endpoint(ims_keystone.url)
     assert len(result.passed) >= 17, result.summary()
+    _check(result, tmp_path)
+
+
+#: Tempest store/import tests that must run (not skip) with two stores.
+MULTISTORE_MUST_PASS = (
+    "test_images.ImportImagesTest.test_image_glance_direct_import",
+    "test_images.MultiStoresImportImagesTest.test_glance_direct_import_image_to_all_stores",
+    "test_images.MultiStoresImportImagesTest.test_glance_direct_import_image_to_specific_stores",
+    "test_images.StoreWeightTest.test_store_weight_order",
+    "admin.test_images.ImportCopyImagesTest.test_image_copy_image_import",
+    "admin.test_images.MultiStoresImagesTest.test_delete_image_from_specific_store",
+    "test_images_negative.ImportImagesNegativeTest.test_image_web_download_import_with_bad_url",
+)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@pytest.mark.timeout(run_tempest.RUN_TIMEOUT + 300)
+def test_tempest_multistore(
+    keystone: KeystoneServer,
+    ims_keystone: IMSServer,
+    make_ims: Callable[..., IMSServer],
+    swift_server: SwiftServer,
+    tmp_path: Path,
+) -> None:
+    _need_tempest()
+    bucket = f"ims-tempest-{uuid.uuid4().hex[:8]}"
+    conf = run_tempest.multistore_conf(tmp_path / "file-store", swift_server, bucket)
+    multistore = make_ims("keystone", {**keystone.authtoken_conf(), **conf})
+    keystone.set_image_endpoint(multistore.url)
+    try:
+        result = run_tempest.run(
+            tmp_path, keystone, regex=run_tempest.MULTISTORE_REGEX, multistore=True
+        )
+    finally:
+        keystone.set_image_endpoint(ims_keystone.url)
+    missing = [
+        name
+        for name in MULTISTORE_MUST_PASS
+        if f"tempest.api.image.v2.{name}" not in result.passed
+    ]
+    assert not missing, f"did not pass: {missing}\n{result.summary()}"
     _check(result, tmp_path)
