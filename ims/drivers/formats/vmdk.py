@@ -256,6 +256,9 @@ class VmdkReader(MappedReader):
         self._next = 0
         # Compressed grains are read by grain, not by host range.
         self.split_at_host_gaps = not self._compressed
+        #: A hint for copy engines: reads of compressed grains may run in
+        #: parallel (they inflate in the pool); plain reads are just preads.
+        self.parallel_reads = POOL_WORKERS if self._compressed else 1
         self.extent_chunk = self._grain * GTES * 4096
 
     def _gtes(
@@ -334,16 +337,18 @@ class VmdkReader(MappedReader):
             if gte and not (gte == GTE_ZEROED and self._zero_grain)
         ]
         with self._lock:
-            sequential = offset >= self._next
-            if sequential:
-                first = grains[0][0] if grains else end // gb
+            # Forward reads, even a little out of order (a copy engine with
+            # parallel readers), keep the read-ahead going.
+            forward = offset >= self._next - AHEAD_GRAINS * gb
+            if forward:
+                first = offset // gb - AHEAD_GRAINS
                 for stale in [g for g in self._ahead if g < first]:
                     del self._ahead[stale]
             self._submit([g for g in grains if g[0] not in self._ahead])
             wanted = [self._ahead.pop(grain) for grain, _gte in grains]
-            self._next = end
-            if sequential and end < self.virtual_size:
-                self._read_ahead(-(-end // gb), max(len(grains), LOAD_CHUNK))
+            self._next = max(self._next, end) if forward else end
+            if forward and self._next < self.virtual_size:
+                self._read_ahead(-(-self._next // gb), AHEAD_GRAINS)
         # Stitch grains and the zeros between them; one join, no bytearray
         # (see MappedReader.read).
         parts: list[bytes | memoryview] = []
