@@ -27,6 +27,12 @@ the store ``[imaging] regions`` maps the region to.
 
 Sources that need other services (servers, volumes, backups, whole images,
 encryption keys) are refused with an IMS error naming the missing plugin.
+
+Memory per job, whatever the image size: the source's read-ahead
+(objectstore.RangedFile, 3 × 32 MiB), the format writer's own bound (zvhd2:
+about 4 × threads MiB), the pipe between writer and store (3 × 4 MiB) and
+the store driver's part buffers (its documented bound). Disk: qcow2 output
+goes through one temporary file in the tasks store, as large as that output.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -605,6 +612,7 @@ class ImagingService:
                     "quick": spec["quick"],
                     "env": spec["env"],
                     "min_disk": spec["min_disk"],
+                    "sub_job_id": uuid.uuid4().hex,
                 }
             )
         entities: dict[str, Any] = {"image_id": made[0]["image_id"], "image_name": made[0]["name"]}
@@ -930,7 +938,7 @@ class ImagingService:
             raise JobFailed(f"type IsoImage needs an ISO file; this file is {fmt}.", "IMG.0167")
 
     def _converted(
-        self, reader: DiskReader, fmt: str, options: dict[str, str], tmpdir: str
+        self, reader: DiskReader, fmt: str, options: dict[str, str], tmpdir: str, name: str = ""
     ) -> tuple[Iterator[bytes], int | None]:
         """Return the chunks of ``reader`` written as ``fmt``, and their size if known.
 
@@ -939,7 +947,11 @@ class ImagingService:
         """
         writer = registry.get(fmt)
         if writer.streaming_write:
-            return pipe.written_chunks(lambda out: writer.write(reader, out, options)), None
+
+            def write(out: Any) -> None:
+                writer.write(reader, out, options)
+
+            return pipe.written_chunks(write, name=name), None
         fd, path = tempfile.mkstemp(dir=tmpdir, prefix="convert-")
         out = os.fdopen(fd, "w+b")
         try:
@@ -1051,7 +1063,8 @@ class ImagingService:
                     _ProgressReader(registry.get(image.disk_format).open(file), progress) as rd,
                 ):
                     options = dict(WRITE_OPTIONS.get(fmt, {}))
-                    data, hint = self._converted(rd, fmt, options, tmpdir)
+                    name = ref.name.rsplit("/", 1)[-1]
+                    data, hint = self._converted(rd, fmt, options, tmpdir, name)
                     with contextlib.closing(data):
                         bucket.put(ref.name, data, size_hint=hint)
         return {"image_id": image_id, "image_name": image.name or ""}
@@ -1143,7 +1156,7 @@ class ImagingService:
 def _sub_result(item: dict[str, Any], status: str, ex: JobFailed | None = None) -> dict:
     return {
         "status": status,
-        "job_id": item["image_id"],
+        "job_id": item.get("sub_job_id", ""),
         "job_type": JOB_DATA,
         "error_code": ex.code if ex else None,
         "fail_reason": str(ex) if ex else None,

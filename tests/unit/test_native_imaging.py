@@ -568,3 +568,47 @@ def test_bucket_rule_listed_and_no_object_store(tmp_path):
     (tmp_path / "bare").mkdir()
     bare = Env(tmp_path / "bare", CONF.replace("object_store = obs", ""))
     error(create(bare, f"{BUCKET}:x"), "IMG.0069")
+
+
+def make_iso(blocks: int = 64) -> bytes:
+    """A minimal ISO 9660 volume: a primary descriptor and a set terminator."""
+    data = bytearray(blocks * 2048)
+    pvd = 16 * 2048
+    data[pvd : pvd + 7] = b"\x01CD001\x01"
+    data[pvd + 40 : pvd + 48] = b"IMS_TEST"
+    data[pvd + 80 : pvd + 84] = blocks.to_bytes(4, "little")
+    data[pvd + 128 : pvd + 130] = (2048).to_bytes(2, "little")
+    data[pvd + 2048 : pvd + 2048 + 7] = b"\xffCD001\x01"
+    return bytes(data)
+
+
+def test_iso_files_make_iso_images_only(env):
+    iso = env.put("boot.iso", make_iso())
+    resp = create(env, iso)
+    job = env.wait(resp.json["job_id"])
+    assert job["status"] == "FAIL" and job["error_code"] == "IMG.0166"
+    _job, image = created(env, iso, type="IsoImage", os_version="Debian 12")
+    assert image["disk_format"] == "iso" and image["virtual_env_type"] == "IsoImage"
+    assert image["size"] == len(make_iso()) and image["__lazyloading"] == "false"
+    assert env.owner.get(f"/v2/images/{image['id']}/file").content == make_iso()
+    resp = create(env, env.put("disk.raw", os.urandom(MiB)), type="IsoImage", os_version="x")
+    job = env.wait(resp.json["job_id"])
+    assert job["status"] == "FAIL" and job["error_code"] == "IMG.0167"
+    body = {"bucket_url": f"{BUCKET}:iso.vhd", "file_format": "vhd"}
+    error(env.owner.post(f"/v1/cloudimages/{image['id']}/file", body), "IMG.0071")
+    error(env.owner.post(f"/v1/cloudimages/{image['id']}/copy", {"name": "c"}), "IMG.0166")
+
+
+@needs_qemu
+def test_internal_format_that_needs_a_temporary_file(tmp_path):
+    env = Env(tmp_path, CONF.replace("[imaging]", "[imaging]\ninternal_format = qcow2"))
+    raw = make_raw(tmp_path / "disk.raw", 4 * MiB)
+    _job, image = created(env, env.put("disk.raw", raw))
+    assert image["disk_format"] == "qcow2" and image["__lazyloading"] == "false"
+    out = tmp_path / "stored.qcow2"
+    out.write_bytes(env.owner.get(f"/v2/images/{image['id']}/file").content)
+    subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(out)], check=True
+    )
+    tasks = env.services.stores.get("os_glance_tasks_store").datadir
+    assert os.listdir(tasks) == []
