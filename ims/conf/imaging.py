@@ -41,7 +41,9 @@ opts = [
     cfg.StrOpt(
         "object_store_type",
         help="Store type (filesystem, s3, swift) of object_store when it is not one of "
-        "the image stores; its options go in the [<object_store>] group.",
+        "the image stores; its options go in the [<object_store>] group. Its own bucket "
+        "(s3_store_bucket, swift_store_container) must still be set: it is never handed "
+        "to users, and may be created on first use (s3_store_create_bucket_on_put).",
     ),
     cfg.StrOpt(
         "bucket_owner_rule",
