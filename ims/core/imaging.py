@@ -389,7 +389,8 @@ class ImagingService:
         for key, (code, message) in _SOURCES.items():
             if body.get(key):
                 raise _bad(message, code)
-        for item in body.get("data_images") or []:
+        data_images = body.get("data_images")
+        for item in data_images if isinstance(data_images, list) else []:
             if isinstance(item, dict) and item.get("volume_id"):
                 raise _bad(_SOURCES["volume_id"][1], _SOURCES["volume_id"][0])
         if body.get("image_url") is None:
@@ -407,7 +408,6 @@ class ImagingService:
             main["properties"]["__os_version"] = os_version
         if quick and env == "IsoImage":
             raise _bad("ISO files cannot be quick-imported.", "IMG.0158")
-        data_images = body.get("data_images")
         specs = [main]
         if data_images is not None:
             if not isinstance(data_images, list) or len(data_images) > MAX_DATA_IMAGES:
@@ -440,7 +440,8 @@ class ImagingService:
             env = DATA_ENV
             os_version = _check_os_version(body.get("os_version"), False, "")
         else:
-            kind = _check_choice(kind or "ECS", "type", ("ECS", "BMS", DATA_ENV), "IMG.0024")
+            kind = "ECS" if kind is None else kind
+            kind = _check_choice(kind, "type", ("ECS", "BMS", DATA_ENV), "IMG.0024")
             env = SYSTEM_TYPES[kind]
             os_version = _check_os_version(
                 body.get("os_version"), True, "for system images imported quickly"

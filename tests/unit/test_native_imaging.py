@@ -515,6 +515,9 @@ F = {"name": "n", "image_url": "p1-images:x", "min_disk": 40}
         ({**F, "tags": ["a.b"], "image_tags": []}, "IMG.0115", "not both"),
         ({**F, "data_images": [{}] * 4}, "IMG.0001", "3"),
         ({**F, "data_images": ["x"]}, "IMG.0001", "object"),
+        ({**F, "data_images": 5}, "IMG.0001", "list"),
+        ({**F, "data_images": {"name": "d"}}, "IMG.0001", "list"),
+        ({**F, "data_images": [{"name": "d", "image_url": 5, "min_disk": 1}]}, "IMG.0017", ""),
         ({**F, "is_quick_import": "yes"}, "IMG.0001", "true or false"),
         ({**F, "type": "IsoImage"}, "IMG.0159", "os_version"),
         ({"name": "n", "instance_id": "i-1"}, "IMG.0005", "compute plugin"),
@@ -530,6 +533,28 @@ def test_create_refusals(env, body, code, words):
     env.put("x", os.urandom(4096))
     message = error(env.owner.post("/v2/cloudimages/action", body), code)
     assert words in message
+
+
+QUICK = "/v2/cloudimages/quickimport/action"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        (QUICK, {**F, "type": []}, "IMG.0024"),
+        (QUICK, {**F, "os_version": 5}, "IMG.0001"),
+        (QUICK, {**F, "os_version": "x", "min_disk": 0}, "IMG.0055"),
+        ("/v1/cloudimages/dataimages/action", {**F, "min_disk": 39}, "IMG.0055"),
+        ("/v1/cloudimages/dataimages/action", {**F, "os_type": "Other"}, "IMG.0056"),
+        ("/v1/cloudimages/dataimages/action", {**F, "image_url": None}, "IMG.0017"),
+        ("/v1/cloudimages/dataimages/action", {**F, "description": "<b>"}, "IMG.0004"),
+        ("/v1/cloudimages/dataimages/action", {**F, "enterprise_project_id": 5}, "IMG.0001"),
+    ],
+)
+def test_other_create_refusals(env, path, body, code):
+    """Quick import and data images check their own limits."""
+    env.put("x", os.urandom(4096))
+    error(env.owner.post(path, body), code)
 
 
 def test_malformed_requests(env):
