@@ -13,6 +13,7 @@ from ims import errors as ims_errors
 from ims.api.glance import discovery, errors, image_data, images, imports, members, metadefs, tasks
 from ims.api.glance.views import ImageView
 from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware, with_request_id
+from ims.api.middleware.drain import DrainUnreadBody
 from ims.api.middleware.versions import VersionNegotiation
 from ims.api.native import errors as native_errors
 from ims.api.native import imaging as native_imaging
@@ -95,6 +96,7 @@ def create_app(conf: cfg.ConfigOpts, services: Services | None = None) -> Any:
         middleware=[
             VersionNegotiation({f"v{v}" for v in versions}),
             ContextMiddleware(conf.auth_strategy),
+            DrainUnreadBody(),
         ],
         cors_enable=False,
     )
