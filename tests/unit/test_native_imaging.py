@@ -637,3 +637,44 @@ def test_internal_format_that_needs_a_temporary_file(tmp_path):
     )
     tasks = env.services.stores.get("os_glance_tasks_store").datadir
     assert os.listdir(tasks) == []
+
+
+ODD = [None, 2**70, 1.5, "x" * 5000, [None], {"a": {}}]
+
+
+def test_odd_values_in_every_field_never_give_a_500(tmp_path):
+    env = Env(tmp_path, CONF + "api_workers = 0\n")  # requests only: no job runs
+    env.put("x", os.urandom(4096))
+    image = env.owner.create(name="uploaded")
+    assert env.owner.upload(image["id"], os.urandom(MiB)).status_code == 204
+    calls = [
+        ("post", "/v2/cloudimages/action", {**F, "os_version": "v", "data_images": [dict(F)]}),
+        ("post", "/v1/cloudimages/dataimages/action", dict(F)),
+        ("post", QUICK, {**F, "os_version": "v"}),
+        ("put", f"/v1/cloudimages/{image['id']}/upload", {"image_url": "p1-images:x"}),
+        (
+            "post",
+            f"/v1/cloudimages/{image['id']}/file",
+            {"bucket_url": "p1-images:y", "file_format": "vhd", "is_quick_export": False},
+        ),
+        ("post", f"/v1/cloudimages/{image['id']}/copy", {"name": "c", "description": "d"}),
+        (
+            "post",
+            f"/v1/cloudimages/{image['id']}/cross_region_copy",
+            {"name": "c", "region": "region-two", "project_name": "p", "agency_name": "a"},
+        ),
+    ]
+    for method, path, good in calls:
+        keys = [*good, "type", "os_type", "architecture", "tags", "image_tags", "cmk_id"]
+        for key in keys:
+            for value in ODD:
+                body = {**good, key: value}
+                if method == "put":
+                    resp = env.owner.put(path, json=body)
+                else:
+                    resp = env.owner.post(path, body)
+                assert resp.status_code < 500, (path, key, value, resp.text)
+                if resp.status_code != 200:
+                    assert resp.json["error"]["code"].startswith("IMG."), resp.text
+                with env.services.db.session() as session:  # stay below flow control
+                    session.execute(sa.delete(Job))
