@@ -74,6 +74,8 @@ def make_app(tmp_path: Any) -> Iterator[Callable[..., Any]]:
             args = ["--config-file", str(path)]
         conf = ims_conf.load(args)
         conf.set_override("state_path", str(tmp_path / "state"))
+        # Job threads only where a test asks for them: they outlive the app.
+        overrides.setdefault("jobs__api_workers", 0)
         for key, value in overrides.items():
             group, _, name = key.rpartition("__")
             conf.set_override(name, value, group=group or None)
