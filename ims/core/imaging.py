@@ -590,7 +590,13 @@ class ImagingService:
 
     def _start_create(self, ctx: RequestContext, job_type: str, specs: list[dict]) -> str:
         self._check_flow(ctx, JOB_TYPES, self.opts.max_running_jobs, "IMG.0060")
-        made = []
+        made: list[dict[str, Any]] = []
+        with self._undo_on_failure(made):
+            return self._create_records(ctx, job_type, specs, made)
+
+    def _create_records(
+        self, ctx: RequestContext, job_type: str, specs: list[dict], made: list[dict]
+    ) -> str:
         for spec in specs:
             image = self.images.create(
                 ctx,
@@ -604,7 +610,6 @@ class ImagingService:
                     "tags": spec["tags"],
                 },
             )
-            self._claim(image.id, spec["properties"])
             made.append(
                 {
                     "image_id": image.id,
@@ -616,10 +621,22 @@ class ImagingService:
                     "sub_job_id": uuid.uuid4().hex,
                 }
             )
+            self._claim(image.id, spec["properties"])
         entities: dict[str, Any] = {"image_id": made[0]["image_id"], "image_name": made[0]["name"]}
         if len(made) > 1:
             entities["sub_jobs_result"] = [_sub_result(item, INIT) for item in made[1:]]
         return self.jobs.submit(ctx, job_type, {"images": made}, entities=entities)
+
+    @contextlib.contextmanager
+    def _undo_on_failure(self, made: list[dict[str, Any]]) -> Iterator[None]:
+        """Delete the records a request made when it fails before its job exists."""
+        try:
+            yield
+        except BaseException:
+            for item in made:
+                with contextlib.suppress(errors.NotFound), self.db.session() as session:
+                    db.image_soft_delete(session, item["image_id"])
+            raise
 
     def _check_flow(
         self, ctx: RequestContext, job_types: tuple[str, ...], limit: int, code: str
@@ -792,14 +809,15 @@ class ImagingService:
                 "min_ram": source.min_ram,
             },
         )
-        self._claim(image.id, properties)
-        params = {
-            "source_id": source.id,
-            "images": [{"image_id": image.id, "name": spec["name"], "store": store_id}],
-        }
-        return self.jobs.submit(
-            ctx, job_type, params, entities={"image_id": image.id, "image_name": spec["name"]}
-        )
+        item = {"image_id": image.id, "name": spec["name"], "store": store_id}
+        with self._undo_on_failure([item]):
+            self._claim(image.id, properties)
+            return self.jobs.submit(
+                ctx,
+                job_type,
+                {"source_id": source.id, "images": [item]},
+                entities={"image_id": image.id, "image_name": spec["name"]},
+            )
 
     def _active_jobs(
         self, session: Any, ctx: RequestContext, job_types: tuple[str, ...]

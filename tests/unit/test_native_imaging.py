@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from falcon import testing
 
 from ims import conf as ims_conf
+from ims import errors
 from ims.api.app import build_services, create_app
 from ims.core import imaging
 from ims.db.job_models import Job
@@ -264,6 +265,21 @@ def test_data_image_and_data_images_with_sub_results(env, tmp_path):
     assert env.image(first["entities"]["image_id"])["status"] == "active"
     assert second["status"] == "FAIL" and second["error_code"] == "IMG.0057"
     assert env.image(second["entities"]["image_id"])["status"] == "killed"
+
+
+def test_a_request_that_fails_after_making_records_removes_them(env, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise errors.Unavailable("the job table is down")
+
+    monkeypatch.setattr(env.services.jobs, "submit", refuse)
+    disk = env.put("disk.raw", os.urandom(MiB))
+    resp = create(env, disk, data_images=[{"name": "d", "image_url": disk, "min_disk": 1}])
+    assert resp.status_code == 503 and resp.json["error"]["code"].startswith("IMG.")
+    assert env.owner.get("/v2/images").json["images"] == []
+    shell = env.owner.create(name="shell")
+    resp = env.owner.put(f"/v1/cloudimages/{shell['id']}/upload", json={"image_url": disk})
+    assert resp.status_code == 503
+    assert env.image(shell["id"])["status"] == "queued"
 
 
 def test_register_a_file_into_a_queued_image(env):
