@@ -2,8 +2,9 @@
 
 Format writers write to a file object; stores consume an iterator of
 chunks. ``written_chunks`` runs the writer in a thread whose ``write``
-calls fill a bounded queue, and yields what it wrote: memory stays within
-``depth + 1`` chunks whatever the image size. A writer error is raised in the
+calls fill a bounded queue, and yields what it wrote in chunks of at least
+``chunk_size`` (at most one write more): memory stays within ``depth + 2``
+chunks whatever the image size. A writer error is raised in the
 consumer; a consumer that stops (the store failed) stops the writer at its
 next write.
 """
@@ -35,20 +36,30 @@ class PipeWriter:
     def __init__(self, put: Callable[[Any], None], chunk_size: int, name: str) -> None:
         self._put = put
         self._chunk = chunk_size
-        self._buf = bytearray()
+        self._pieces: list[bytes] = []
+        self._held = 0
         self._pos = 0
         #: Some writers name inner files after it (VMDK descriptors).
         self.name = name
 
     def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        size = len(view)
-        self._buf += view
+        # PERF(ims): keep what was written and join it once per chunk: one
+        # copy per byte. Only bytes are immutable; anything else the writer
+        # may reuse, so it is copied now.
+        piece = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
+        size = len(piece)
+        if not size:
+            return 0
+        self._pieces.append(piece)
+        self._held += size
         self._pos += size
-        while len(self._buf) >= self._chunk:
-            self._put(bytes(self._buf[: self._chunk]))
-            del self._buf[: self._chunk]
+        if self._held >= self._chunk:
+            self._flush_pieces()
         return size
+
+    def _flush_pieces(self) -> None:
+        pieces, self._pieces, self._held = self._pieces, [], 0
+        self._put(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def flush(self) -> None:
         pass
@@ -63,9 +74,8 @@ class PipeWriter:
         return True
 
     def _close(self) -> None:
-        if self._buf:
-            self._put(bytes(self._buf))
-            self._buf = bytearray()
+        if self._pieces:
+            self._flush_pieces()
 
 
 def written_chunks(

@@ -119,7 +119,19 @@ def test_pipe_yields_what_the_writer_writes():
 
     chunks = list(pipe.written_chunks(write, chunk_size=1 << 20))
     assert b"".join(chunks) == b"".join(bytes([i]) * 70000 for i in range(100))
-    assert all(len(c) == 1 << 20 for c in chunks[:-1])
+    assert all(1 << 20 <= len(c) < (1 << 20) + 70000 for c in chunks[:-1])
+
+
+def test_pipe_copies_buffers_the_writer_reuses():
+    def write(out):
+        buf = bytearray(1000)
+        for i in range(10):
+            buf[:] = bytes([i]) * 1000
+            out.write(buf)
+            out.write(memoryview(buf)[:10])
+
+    data = b"".join(pipe.written_chunks(write, chunk_size=4096))
+    assert data == b"".join(bytes([i]) * 1010 for i in range(10))
 
 
 def test_pipe_raises_the_writer_error_and_stops_the_writer_when_abandoned():
