@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,25 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
+def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
+    """Build Envs (on tmp_path unless told) and stop their job threads afterwards."""
+    made: list[Env] = []
+
+    def build(conf_text: str = CONF, where: Path | None = None) -> Env:
+        if where is not None:
+            where.mkdir(parents=True, exist_ok=True)
+        made.append(Env(where or tmp_path, conf_text))
+        return made[-1]
+
+    yield build
+    for env in made:
+        if env.services.job_runner is not None:
+            env.services.job_runner.stop()
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()
 
 
 def make_raw(path: Path, size: int = 8 * MiB) -> Path:
@@ -236,7 +254,7 @@ def test_quick_import_refuses_qcow2_and_keeps_zvhd2_as_is(env, tmp_path):
     assert quick["disk_format"] == "zvhd2" and quick["checksum"] == image["checksum"]
 
 
-def test_data_image_and_data_images_with_sub_results(env, tmp_path):
+def test_data_image_and_data_images_with_sub_results(env):
     disk = env.put("data.raw", os.urandom(MiB))
     resp = env.owner.post(
         "/v1/cloudimages/dataimages/action",
@@ -329,8 +347,8 @@ def test_conversion_failure_midway_removes_partial_data(env, monkeypatch):
     assert env.stored_files() == []
 
 
-def test_a_job_whose_workers_keep_dying_kills_its_image(tmp_path):
-    env = Env(tmp_path, CONF + "api_workers = 0\n")
+def test_a_job_whose_workers_keep_dying_kills_its_image(make_env):
+    env = make_env(CONF + "api_workers = 0\n")
     resp = create(env, env.put("disk.raw", os.urandom(MiB)))
     job_id = resp.json["job_id"]
     jobs = env.services.jobs
@@ -350,8 +368,8 @@ def test_a_job_whose_workers_keep_dying_kills_its_image(tmp_path):
     assert env.image(image_id)["status"] == "killed"
 
 
-def test_a_resumed_job_starts_again_cleanly(tmp_path):
-    env = Env(tmp_path, CONF + "api_workers = 0\n")
+def test_a_resumed_job_starts_again_cleanly(make_env):
+    env = make_env(CONF + "api_workers = 0\n")
     resp = create(env, env.put("disk.raw", os.urandom(MiB)))
     job_id = resp.json["job_id"]
     jobs = env.services.jobs
@@ -595,19 +613,18 @@ def test_malformed_requests(env):
     )
 
 
-def test_bucket_rule_listed_and_no_object_store(tmp_path):
+def test_bucket_rule_listed_and_no_object_store(make_env, tmp_path):
     conf = CONF.replace(
         "regions = region-two:far",
         "regions = region-two:far\nbucket_owner_rule = listed\nproject_buckets = p1:shared-bkt",
     )
-    env = Env(tmp_path, conf)
+    env = make_env(conf)
     (env.obs / "shared-bkt").mkdir()
     (env.obs / "shared-bkt" / "x").write_bytes(os.urandom(4096))
     env.put("x", os.urandom(4096))
     error(create(env, f"{BUCKET}:x"), "IMG.0069")  # the prefix rule is off
     assert create(env, "shared-bkt:x").status_code == 200
-    (tmp_path / "bare").mkdir()
-    bare = Env(tmp_path / "bare", CONF.replace("object_store = obs", ""))
+    bare = make_env(CONF.replace("object_store = obs", ""), tmp_path / "bare")
     error(create(bare, f"{BUCKET}:x"), "IMG.0069")
 
 
@@ -641,8 +658,8 @@ def test_iso_files_make_iso_images_only(env):
 
 
 @needs_qemu
-def test_internal_format_that_needs_a_temporary_file(tmp_path):
-    env = Env(tmp_path, CONF.replace("[imaging]", "[imaging]\ninternal_format = qcow2"))
+def test_internal_format_that_needs_a_temporary_file(make_env, tmp_path):
+    env = make_env(CONF.replace("[imaging]", "[imaging]\ninternal_format = qcow2"))
     raw = make_raw(tmp_path / "disk.raw", 4 * MiB)
     _job, image = created(env, env.put("disk.raw", raw))
     assert image["disk_format"] == "qcow2" and image["__lazyloading"] == "false"
@@ -658,8 +675,8 @@ def test_internal_format_that_needs_a_temporary_file(tmp_path):
 ODD = [None, 2**70, 1.5, "x" * 5000, [None], {"a": {}}]
 
 
-def test_odd_values_in_every_field_never_give_a_500(tmp_path):
-    env = Env(tmp_path, CONF + "api_workers = 0\n")  # requests only: no job runs
+def test_odd_values_in_every_field_never_give_a_500(make_env):
+    env = make_env(CONF + "api_workers = 0\n")  # requests only: no job runs
     env.put("x", os.urandom(4096))
     image = env.owner.create(name="uploaded")
     assert env.owner.upload(image["id"], os.urandom(MiB)).status_code == 204
