@@ -55,7 +55,7 @@ from oslo_config import cfg
 
 from ims import errors
 from ims.context import RequestContext
-from ims.core import objectstore, pipe, streams
+from ims.core import native_quotas, objectstore, pipe, streams
 from ims.core import status as st
 from ims.core.image_data import parse_size
 from ims.core.images import ImageService
@@ -588,6 +588,11 @@ class ImagingService:
         gib = self.opts.max_quick_import_size_gb if quick else self.opts.max_file_size_gb
         return gib * GiB
 
+    def _check_private_quota(self, ctx: RequestContext, adding: int) -> None:
+        # The owner's private-image quota (IMG.0015) counts every record made.
+        with self.db.session() as session:
+            native_quotas.enforce_private_image_quota(self.conf, session, ctx.project_id, adding)
+
     def _start_create(self, ctx: RequestContext, job_type: str, specs: list[dict]) -> str:
         self._check_flow(ctx, JOB_TYPES, self.opts.max_running_jobs, "IMG.0060")
         made: list[dict[str, Any]] = []
@@ -597,6 +602,7 @@ class ImagingService:
     def _create_records(
         self, ctx: RequestContext, job_type: str, specs: list[dict], made: list[dict]
     ) -> str:
+        self._check_private_quota(ctx, len(specs))
         for spec in specs:
             image = self.images.create(
                 ctx,
@@ -798,6 +804,7 @@ class ImagingService:
         }
         properties.update(spec["properties"])
         properties["__originalimagename"] = source.id
+        self._check_private_quota(ctx, 1)
         image = self.images.create(
             ctx,
             {

@@ -711,3 +711,12 @@ def test_odd_values_in_every_field_never_give_a_500(make_env):
                     assert resp.json["error"]["code"].startswith("IMG."), resp.text
                 with env.services.db.session() as session:  # stay below flow control
                     session.execute(sa.delete(Job))
+
+
+def test_private_image_quota_stops_create(tmp_path: Path) -> None:
+    env = Env(tmp_path, CONF + "api_workers = 0\n[native]\nprivate_image_quota = 1\n")
+    ref = env.put("disk.raw", os.urandom(4096))
+    assert create(env, ref).status_code == 200
+    resp = create(env, ref)
+    assert resp.status_code in (400, 413), resp.text
+    assert resp.json["error"]["code"] == "IMG.0015"
