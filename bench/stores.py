@@ -120,7 +120,8 @@ class DriverSide:
 
 def driver_side(kind: str, server: SwiftServer, settings: Settings) -> Side:
     """The default "ours" side: the driver itself."""
-    return DriverSide(kind, server, settings, Path(tempfile.mkdtemp(prefix="ims-bench-")))
+    # The directory only matters to filesystem stores.
+    return DriverSide(kind, server, settings, Path(tempfile.gettempdir()))
 
 
 class Boto3Side:
@@ -274,7 +275,11 @@ def main() -> int:
                 results.append((kind, op, sides["theirs"].name, ours, theirs))
     finally:
         server.stop()
-        shutil.rmtree(work / "swift", ignore_errors=True)
+        if args.workdir:
+            shutil.rmtree(work / "swift", ignore_errors=True)
+            os.unlink(source)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     mb = size / 1e6
     print(
