@@ -28,6 +28,8 @@ def make_app(tmp_path, database_url):  # noqa: F811
         conf = ims_conf.load([])
         conf.set_override("state_path", str(tmp_path / "state"))
         conf.set_override("connection", url, group="database")
+        # No job threads: they would outlive the database dropped after the test.
+        overrides.setdefault("jobs__api_workers", 0)
         for key, value in overrides.items():
             group, _, name = key.rpartition("__")
             conf.set_override(name, value, group=group or None)
