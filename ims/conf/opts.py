@@ -24,9 +24,11 @@ from ims.conf import (
 def _store_driver_opts() -> list[tuple[str, list[cfg.Opt]]]:
     # NOTE(ims): store options live in a group named after each store id; the
     # sample shows them under the driver type, to be copied per store.
+    from ims.core.stores import STORE_GROUP_OPTS
+
     mgr = ExtensionManager("ims.stores", invoke_on_load=False)
     return sorted(
-        (f"{ext.name}_store_example", list(ext.plugin.OPTS)) for ext in mgr if ext.plugin.OPTS
+        (f"{ext.name}_store_example", [*STORE_GROUP_OPTS, *ext.plugin.OPTS]) for ext in mgr
     )
 
 

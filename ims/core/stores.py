@@ -24,6 +24,18 @@ STAGING = "os_glance_staging_store"
 TASKS = "os_glance_tasks_store"
 SINGLE_STORE_ID = "file"
 
+#: Options of every user store's group, whatever its driver: how users and
+#: downloads see the store. Drivers never read them.
+STORE_GROUP_OPTS = [
+    cfg.StrOpt("store_description", default="", help="Shown to users in /v2/info/stores."),
+    cfg.IntOpt(
+        "weight",
+        default=0,
+        help="Preference when an image is in several stores: downloads come from "
+        "the store with the highest weight.",
+    ),
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class StoreInfo:
@@ -69,7 +81,7 @@ class StoreRegistry:
             if store_id.startswith(RESERVED_PREFIX):
                 raise errors.ConfigError(reason=f"store id '{store_id}' is reserved")
             cls = _driver_class(type_name.strip())
-            self.conf.register_opts(cls.OPTS, group=store_id)
+            self.conf.register_opts([*STORE_GROUP_OPTS, *cls.OPTS], group=store_id)
             self._register(store_id, cls, internal=False)
         default = self.conf.glance_store.default_backend
         if not default:
@@ -79,7 +91,7 @@ class StoreRegistry:
         self.default_id = default
 
     def _add_filesystem(self, store_id: str, datadir: str, internal: bool = False) -> None:
-        self.conf.register_opts(FilesystemStore.OPTS, group=store_id)
+        self.conf.register_opts([*STORE_GROUP_OPTS, *FilesystemStore.OPTS], group=store_id)
         self.conf.set_override("filesystem_store_datadir", datadir, group=store_id)
         self._register(store_id, FilesystemStore, internal)
 
@@ -92,8 +104,8 @@ class StoreRegistry:
             self._info[store_id] = StoreInfo(
                 id=store_id,
                 type=cls.TYPE,
-                description=getattr(group, "store_description", "") or "",
-                weight=getattr(group, "weight", 0) or 0,
+                description=group.store_description,
+                weight=group.weight,
                 default=False,
                 read_only=False,
             )

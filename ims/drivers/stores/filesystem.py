@@ -41,13 +41,6 @@ class FilesystemStore(Store):
             min=4096,
             help="Size in bytes of the reads that serve downloads.",
         ),
-        cfg.StrOpt("store_description", default="", help="Shown to users in /v2/info/stores."),
-        cfg.IntOpt(
-            "weight",
-            default=0,
-            help="Preference when an image is in several stores: downloads come from "
-            "the store with the highest weight.",
-        ),
     ]
 
     def configure(self) -> None:

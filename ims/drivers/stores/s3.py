@@ -164,13 +164,6 @@ class S3Store(Store):
             help="Verify the endpoint's TLS certificate. Turn off only for tests. "
             "Possible values: true, false. Related options: s3_store_cacert.",
         ),
-        cfg.StrOpt("store_description", default="", help="Shown to users in /v2/info/stores."),
-        cfg.IntOpt(
-            "weight",
-            default=0,
-            help="Preference when an image is in several stores: downloads come from "
-            "the store with the highest weight.",
-        ),
     ]
 
     def configure(self) -> None:

@@ -247,13 +247,6 @@ class SwiftStore(Store):
             help="How many segments of one upload are sent at the same time. Related "
             "options: swift_store_large_object_chunk_size.",
         ),
-        cfg.StrOpt("store_description", default="", help="Shown to users in /v2/info/stores."),
-        cfg.IntOpt(
-            "weight",
-            default=0,
-            help="Preference when an image is in several stores: downloads come from "
-            "the store with the highest weight.",
-        ),
     ]
 
     def configure(self) -> None:
