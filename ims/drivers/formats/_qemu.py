@@ -22,13 +22,14 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
 from ims import errors
 from ims.disk.copy import iter_blocks
-from ims.disk.model import DiskReader, Extent
+from ims.disk.model import DiskReader, Extent, ImageInfo
+from ims.drivers.formats.base import DiskFormat
 
 #: Largest table (L1) any QEMU-family reader loads, as qemu's own limit.
 MAX_TABLE_BYTES = 32 * 1024 * 1024
@@ -624,3 +625,29 @@ class ClusterReader(DiskReader):
         for future in futures:
             result.update(future.result())
         return result
+
+
+class TableFormat(DiskFormat):
+    """A read-only format whose reader validates its tables in ``validate_all``.
+
+    ``reader_class`` takes a FileView; ``validate_all`` returns the details.
+    """
+
+    reader_class: Any = None
+
+    def _validated(self, file: BinaryIO) -> tuple[Any, dict[str, Any]]:
+        reader = self.reader_class(FileView(file, self.name))
+        return reader, reader.validate_all()
+
+    def inspect(self, file: BinaryIO) -> ImageInfo:
+        reader, details = self._validated(file)
+        return ImageInfo(
+            format=self.name,
+            virtual_size=reader.virtual_size,
+            actual_size=reader.view.size,
+            cluster_size=reader.cluster_size,
+            details=details,
+        )
+
+    def open(self, file: BinaryIO) -> DiskReader:
+        return self._validated(file)[0]

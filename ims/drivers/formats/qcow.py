@@ -7,12 +7,10 @@ refused; every table is checked against the file before it is read.
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO
 
 from ims import errors
-from ims.disk.model import DiskReader, ImageInfo, Sample
+from ims.disk.model import Sample
 from ims.drivers.formats import _qemu
-from ims.drivers.formats.base import DiskFormat
 
 FMT = "qcow"
 MAGIC = b"QFI\xfb"
@@ -127,27 +125,12 @@ class QcowReader(_qemu.ClusterReader):
         return hosts, special
 
 
-class QcowFormat(DiskFormat):
+class QcowFormat(_qemu.TableFormat):
     """QEMU copy-on-write version 1."""
 
     name = FMT
+    reader_class = QcowReader
 
     def probe(self, sample: Sample) -> bool:
         head = sample.head
         return len(head) >= 8 and head[:4] == MAGIC and struct.unpack_from(">I", head, 4)[0] == 1
-
-    def inspect(self, file: BinaryIO) -> ImageInfo:
-        reader = QcowReader(_qemu.FileView(file, FMT))
-        details: dict[str, Any] = reader.validate_all()
-        return ImageInfo(
-            format=FMT,
-            virtual_size=reader.virtual_size,
-            actual_size=reader.view.size,
-            cluster_size=reader.cluster_size,
-            details=details,
-        )
-
-    def open(self, file: BinaryIO) -> DiskReader:
-        reader = QcowReader(_qemu.FileView(file, FMT))
-        reader.validate_all()
-        return reader

@@ -8,12 +8,10 @@ feature bits; tables and data clusters must be aligned and inside the file.
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO
 
 from ims import errors
-from ims.disk.model import DiskReader, ImageInfo, Sample
+from ims.disk.model import Sample
 from ims.drivers.formats import _qemu
-from ims.drivers.formats.base import DiskFormat
 
 FMT = "qed"
 MAGIC = b"QED\0"
@@ -138,26 +136,11 @@ class QedReader(_qemu.ClusterReader):
         return hosts, {}
 
 
-class QedFormat(DiskFormat):
+class QedFormat(_qemu.TableFormat):
     """QEMU Enhanced Disk."""
 
     name = FMT
+    reader_class = QedReader
 
     def probe(self, sample: Sample) -> bool:
         return sample.head[:4] == MAGIC
-
-    def inspect(self, file: BinaryIO) -> ImageInfo:
-        reader = QedReader(_qemu.FileView(file, FMT))
-        details: dict[str, Any] = reader.validate_all()
-        return ImageInfo(
-            format=FMT,
-            virtual_size=reader.virtual_size,
-            actual_size=reader.view.size,
-            cluster_size=reader.cluster_size,
-            details=details,
-        )
-
-    def open(self, file: BinaryIO) -> DiskReader:
-        reader = QedReader(_qemu.FileView(file, FMT))
-        reader.validate_all()
-        return reader
