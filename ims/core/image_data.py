@@ -82,14 +82,14 @@ class ImageDataService:
     ) -> db.Image:
         store = self.stores.user_store(store_id)
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.images.policy.enforce(ctx, "upload_image", self.images.target(image))
             if image.status != st.QUEUED:
                 raise errors.Conflict(
                     f"Image status transition from {image.status} to {st.SAVING} is not allowed"
                 )
             st.check_transition(image.status, st.SAVING, image.disk_format, image.container_format)
-            limit = self._limit_for(session, image)
+            limit = self.limit_for(session, image)
             db.image_update(
                 session, image_id, values={"status": st.SAVING}, from_status=[st.QUEUED]
             )
@@ -99,7 +99,7 @@ class ImageDataService:
             self._revert(image_id)
             raise
 
-    def _limit_for(self, session: object, image: db.Image) -> int:
+    def limit_for(self, session: object, image: db.Image) -> int:
         limit = self.size_cap
         if self.storage_quota and image.owner:
             used, _count = db.project_usage(session, image.owner)
@@ -113,10 +113,10 @@ class ImageDataService:
         self, image: db.Image, store: Store, stream: BinaryIO, expected: int | None, limit: int
     ) -> db.Image:
         if expected is not None and expected > limit:
-            raise self._too_large(limit)
+            raise self.too_large(limit)
         hashes = streams.Hashes(self.conf.hashing_algorithm)
         probe = streams.ProbeSample()
-        size_check = streams.SizeLimit(limit, expected, on_exceed=self._too_large)
+        size_check = streams.SizeLimit(limit, expected, on_exceed=self.too_large)
         data = streams.through(streams.read_chunks(stream), [size_check, hashes, probe])
         stored = store.add(image.id, data, size_hint=expected)
         try:
@@ -148,7 +148,7 @@ class ImageDataService:
             self._drop(store, stored)
             raise
 
-    def _too_large(self, limit: int) -> errors.IMSError:
+    def too_large(self, limit: int) -> errors.IMSError:
         if limit < self.size_cap:
             return errors.QuotaExceeded(what="storage per project", limit=self.storage_quota)
         return errors.TooLarge(f"Image exceeds the size limit of {limit} bytes")

@@ -117,7 +117,7 @@ class ImageService:
             return db.member_get(session, image.id, ctx.project_id) is not None
         return False
 
-    def _load(self, ctx: RequestContext, session: Any, image_id: str) -> db.Image:
+    def load_visible(self, ctx: RequestContext, session: Any, image_id: str) -> db.Image:
         image = db.image_get(session, image_id)
         if not self.can_see(ctx, image, session):
             raise errors.ImageNotFound(image_id=image_id)
@@ -129,7 +129,7 @@ class ImageService:
     def get(self, ctx: RequestContext, image_id: str) -> db.Image:
         self.policy.enforce(ctx, "get_image")
         with self.db.session() as session:
-            return self._load(ctx, session, image_id)
+            return self.load_visible(ctx, session, image_id)
 
     # -- create -----------------------------------------------------------
 
@@ -219,7 +219,7 @@ class ImageService:
         with self.db.session() as session:
             if query.marker:
                 try:
-                    marker = self._load(ctx, session, query.marker)
+                    marker = self.load_visible(ctx, session, query.marker)
                 except errors.ImageNotFound:
                     raise errors.Invalid(
                         f"Invalid marker. Image {query.marker} could not be found."
@@ -270,7 +270,7 @@ class ImageService:
 
     def update(self, ctx: RequestContext, image_id: str, ops: list[PatchOp]) -> db.Image:
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "modify_image", self.target(image))
             doc = self._editable_doc(image)
             props_before = dict(image.properties)
@@ -347,7 +347,7 @@ class ImageService:
 
     def delete(self, ctx: RequestContext, image_id: str) -> db.Image:
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "delete_image", self.target(image))
             if image.protected:
                 raise errors.ProtectedImage(image_id=image_id)
@@ -378,7 +378,7 @@ class ImageService:
 
     def _flip(self, ctx: RequestContext, image_id: str, rule: str, src: str, dst: str) -> None:
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, rule, self.target(image))
             if image.status == dst:
                 return
@@ -391,7 +391,7 @@ class ImageService:
         if not self.stores.multistore:
             raise errors.NotFound("Multi backend is not supported at this site.")
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "delete_image_location", self.target(image))
             try:
                 self.stores.user_store(store_id)
@@ -417,7 +417,7 @@ class ImageService:
 
     def add_tag(self, ctx: RequestContext, image_id: str, tag: str) -> None:
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "modify_image", self.target(image))
             if tag in image.tags:
                 return
@@ -427,7 +427,7 @@ class ImageService:
 
     def delete_tag(self, ctx: RequestContext, image_id: str, tag: str) -> None:
         with self.db.session() as session:
-            image = self._load(ctx, session, image_id)
+            image = self.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "modify_image", self.target(image))
             if tag not in image.tags:
                 raise errors.TagNotFound(tag=tag, image_id=image_id)

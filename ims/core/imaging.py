@@ -456,7 +456,7 @@ class ImagingService:
         body = self._body(body)
         ref = objectstore.parse_ref(body.get("image_url"))
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.images.policy.enforce(ctx, "upload_image", self.images.target(image))
             if image.owner != ctx.project_id:
                 raise _bad("Only the image's owner may register a file into it.", "IMG.0047")
@@ -779,7 +779,7 @@ class ImagingService:
 
     def _copy_source(self, ctx: RequestContext, image_id: str) -> db.Image:
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             member = db.member_get(session, image_id, ctx.project_id) if ctx.project_id else None
         if image.owner != ctx.project_id:
             if member is None:

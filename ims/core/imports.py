@@ -70,13 +70,13 @@ class ImportService:
             raise errors.NotFound("The glance-direct import method is not enabled.")
         staging = self.stores.get(STAGING)
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.images.policy.enforce(ctx, "upload_image", self.images.target(image))
             if image.status != st.QUEUED:
                 raise errors.Conflict(
                     f"Image {image_id} is {image.status}; only queued images can be staged."
                 )
-            limit = self.data._limit_for(session, image)
+            limit = self.data.limit_for(session, image)
             db.image_update(
                 session,
                 image_id,
@@ -86,8 +86,8 @@ class ImportService:
             )
         try:
             if expected is not None and expected > limit:
-                raise self.data._too_large(limit)
-            size_check = streams.SizeLimit(limit, expected, on_exceed=self.data._too_large)
+                raise self.data.too_large(limit)
+            size_check = streams.SizeLimit(limit, expected, on_exceed=self.data.too_large)
             chunks = streams.through(streams.read_chunks(stream), [size_check])
             staging.add(image_id, chunks, size_hint=expected)
         except BaseException:
@@ -102,7 +102,7 @@ class ImportService:
         """Validate an import request, lock the image, record and queue the task."""
         method, targets, must_all = self._parse(body, header_store)
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             rule = "copy_image" if method == "copy-image" else "modify_image"
             self.images.policy.enforce(ctx, rule, self.images.target(image))
             if not image.disk_format or not image.container_format:
@@ -264,8 +264,8 @@ class ImportService:
         staging = self.stores.get(STAGING)
         with self.db.session() as session:
             image = db.image_get(session, image_id)
-            limit = self.data._limit_for(session, image)
-        size_check = streams.SizeLimit(limit, on_exceed=self.data._too_large)
+            limit = self.data.limit_for(session, image)
+        size_check = streams.SizeLimit(limit, on_exceed=self.data.too_large)
         progress = _Progress(self, task_id, "Downloaded")
         chunks = streams.through(webdownload.fetch(self.conf, uri), [size_check, progress])
         return staging.add(image_id, chunks)

@@ -24,7 +24,7 @@ class MemberService:
 
     def list(self, ctx: RequestContext, image_id: str) -> list[db.Member]:
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "get_members", self.images.target(image))
             if image.visibility != "shared":
                 raise errors.Forbidden("Only shared images have members.")
@@ -35,7 +35,7 @@ class MemberService:
 
     def get(self, ctx: RequestContext, image_id: str, member_id: str) -> db.Member:
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "get_member", self.images.target(image))
             member = db.member_get(session, image_id, member_id)
         # NOTE(ims): a project sees its own membership only; others get 404.
@@ -49,7 +49,7 @@ class MemberService:
         if not isinstance(member_id, str) or not member_id or len(member_id) > MAX_MEMBER_ID:
             raise errors.Invalid("member must be a project id string of 1 to 255 characters")
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "add_member", self.images.target(image))
             if image.owner != ctx.project_id and not ctx.is_admin:
                 raise errors.Forbidden("Only the image owner can add members.")
@@ -70,7 +70,7 @@ class MemberService:
                 f"Invalid status: {status}; choose one of {', '.join(MEMBER_STATUSES)}"
             )
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             member = db.member_get(session, image_id, member_id)
             if member is None:
                 raise errors.MemberNotFound(member_id=member_id, image_id=image_id)
@@ -85,7 +85,7 @@ class MemberService:
 
     def delete(self, ctx: RequestContext, image_id: str, member_id: str) -> None:
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             member = db.member_get(session, image_id, member_id)
             if image.owner != ctx.project_id and not ctx.is_admin:
                 if member is not None and member_id == ctx.project_id:

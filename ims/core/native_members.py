@@ -119,7 +119,7 @@ class NativeMemberService:
         images, projects = self._batch(body)
         with self.db.session() as session:
             for image_id in images:
-                image = self.images._load(ctx, session, image_id)
+                image = self.images.load_visible(ctx, session, image_id)
                 self.policy.enforce(ctx, "add_member", self.images.target(image))
                 self._check_shareable(ctx, image)
                 for project in projects:
@@ -131,7 +131,7 @@ class NativeMemberService:
         images, projects = self._batch(body)
         with self.db.session() as session:
             for image_id in images:
-                image = self.images._load(ctx, session, image_id)
+                image = self.images.load_visible(ctx, session, image_id)
                 self.policy.enforce(ctx, "delete_member", self.images.target(image))
                 self._check_owner(ctx, image)
         return self.jobs.submit(ctx, DELETE_JOB, {"images": images, "projects": projects})
@@ -154,7 +154,7 @@ class NativeMemberService:
             raise errors.Forbidden("A project can only answer for itself.", ims_code=OWNER_ONLY)
         with self.db.session() as session:
             for image_id in images:
-                self.images._load(ctx, session, image_id)
+                self.images.load_visible(ctx, session, image_id)
         # NOTE(ims): vault_id matters only for whole images backed by CBR,
         # which this IMS does not make; it is accepted and not used.
         params = {"images": images, "project_id": project, "status": status}
@@ -311,7 +311,7 @@ class NativeMemberService:
         if marker is not None and len(marker) > MAX_ID:
             raise errors.Invalid(f"Invalid marker: {marker[:MAX_ID]}...")
         with self.db.session() as session:
-            image = self.images._load(ctx, session, image_id)
+            image = self.images.load_visible(ctx, session, image_id)
             self.policy.enforce(ctx, "get_members", self.images.target(image))
             if ctx.is_admin or image.owner == ctx.project_id:
                 try:
