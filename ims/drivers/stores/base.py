@@ -103,6 +103,16 @@ class Store(abc.ABC):
         """Remove leftovers of interrupted writes; return how many."""
         return 0
 
+    def discard_partial(self, image_id: str) -> int:
+        """Remove what unfinished writes of ``image_id`` left (a writer that died).
+
+        For a caller that owns the image id, so that no other process is
+        adding it: a job about to write the image again. Stored data a
+        finished write left stays (``delete`` removes it). Returns how many
+        leftovers went.
+        """
+        return 0
+
     def describe(self) -> dict[str, object]:
         """Return the public details shown by ``/v2/info/stores/detail``."""
         return {}

@@ -8,6 +8,7 @@ its final name; ``cleanup`` removes the temporaries of writes that died.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -136,6 +137,16 @@ class FilesystemStore(Store):
             if name.startswith(_TMP_PREFIX):
                 _remove_quietly(os.path.join(self.datadir, name))
                 removed += 1
+        return removed
+
+    def discard_partial(self, image_id: str) -> int:
+        pattern = os.path.join(
+            glob.escape(self.datadir), f"{_TMP_PREFIX}{glob.escape(image_id)}-*"
+        )
+        removed = 0
+        for path in glob.glob(pattern):
+            _remove_quietly(path)
+            removed += 1
         return removed
 
     def describe(self) -> dict[str, object]:

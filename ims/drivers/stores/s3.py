@@ -461,6 +461,19 @@ class S3Store(Store):
                     aborted += 1
         return aborted
 
+    def discard_partial(self, image_id: str) -> int:
+        """Abort the multipart uploads of ``image_id`` other writers left open."""
+        key = self._key(self.url_prefix() + image_id)
+        aborted = 0
+        with self._mapped():
+            for upload_key, upload_id in list(self._uploads(key)):
+                with self._active_lock:
+                    if upload_key != key or upload_id in self._active:
+                        continue
+                if self._abort_quietly(key, upload_id):
+                    aborted += 1
+        return aborted
+
     def describe(self) -> dict[str, object]:
         return {
             "endpoint": self.endpoint,

@@ -640,7 +640,21 @@ class SwiftStore(Store):
                     removed += 1
         return removed
 
-    def _segment_groups(self) -> Iterator[tuple[tuple[str, str], list[str]]]:
+    def discard_partial(self, image_id: str) -> int:
+        """Delete the segments of ``image_id`` that its manifest does not claim."""
+        removed = 0
+        with self._mapped():
+            for (_image, token), names in list(self._segment_groups(f"{image_id}/")):
+                with self._active_lock:
+                    if token in self._active:
+                        continue
+                if self._claimed(image_id, token):
+                    continue
+                if all([self._delete_quietly(self.segments, name) for name in names]):
+                    removed += 1
+        return removed
+
+    def _segment_groups(self, prefix: str = "") -> Iterator[tuple[tuple[str, str], list[str]]]:
         """Yield ((image id, token), segment names) from the listing, page by page."""
         current: tuple[str, str] | None = None
         names: list[str] = []
@@ -648,7 +662,9 @@ class SwiftStore(Store):
         while True:
             with self._pool.connection() as conn:
                 try:
-                    _, page = conn.get_container(self.segments, marker=marker, limit=1000)
+                    _, page = conn.get_container(
+                        self.segments, marker=marker, limit=1000, prefix=prefix or None
+                    )
                 except ClientException as ex:
                     if ex.http_status == 404:
                         return
