@@ -1204,13 +1204,22 @@ def _discard_object(bucket: ObjectBucket, name: str) -> None:
 
 
 def _discard(store: Store, image_id: str) -> None:
-    """Remove data a failed attempt stored under the image id, if any."""
+    """Remove data a failed attempt stored under the image id, if any.
+
+    A worker killed mid-write leaves no object but its unfinished upload
+    (segments, multipart parts, a partial file): the job owns the image id,
+    so those are its own and go too, before the next attempt writes.
+    """
     try:
         store.delete(store.url_prefix() + image_id)
     except errors.DataNotFound:
         pass
     except errors.IMSError as ex:
         LOG.warning("Could not remove data of image %s: %s", image_id, ex)
+    try:
+        store.discard_partial(image_id)
+    except errors.IMSError as ex:
+        LOG.warning("Could not remove unfinished uploads of image %s: %s", image_id, ex)
 
 
 def _drop(store: Store, url: str) -> None:

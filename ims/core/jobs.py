@@ -184,7 +184,11 @@ class JobService:
             claimed, exhausted = self._claim_once(worker)
             if exhausted is None:
                 return claimed
-            self._cleanup(*exhausted)
+            # Undo first, then FAIL: a client that sees FAIL finds the images
+            # already killed. Dying here leaves the job stale for another try.
+            job, params, reason = exhausted
+            self._cleanup(job, params, reason)
+            self._finish(job.id, FAIL, fail_reason=reason, error_code="IMG.0001")
 
     def _claim_once(
         self, worker: str
@@ -211,18 +215,20 @@ class JobService:
             if row is None:
                 return None, None
             params = dict(row.params or {})
-            if row.status == RUNNING:
-                LOG.warning("Job %s lost its worker %s; resuming", row.id, row.worker)
             if row.attempts >= self.conf.jobs.max_attempts:
-                row.status = FAIL
-                row.fail_reason = (
+                LOG.warning("Job %s lost its worker %s; no attempts left", row.id, row.worker)
+                reason = (
                     f"Gave up after {row.attempts} attempts; the last worker "
                     f"({row.worker}) stopped without finishing."
                 )
-                row.error_code = "IMG.0001"
-                row.end_time = now
+                # Held (RUNNING, heartbeat now) while its cleanup runs.
+                row.status = RUNNING
+                row.worker = worker
+                row.heartbeat_at = now
                 row.updated_at = now
-                return None, (_record(row), params, row.fail_reason)
+                return None, (_record(row), params, reason)
+            if row.status == RUNNING:
+                LOG.warning("Job %s lost its worker %s; resuming", row.id, row.worker)
             row.status = RUNNING
             row.worker = worker
             row.attempts += 1
