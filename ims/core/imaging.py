@@ -17,7 +17,9 @@ activates the image with size, virtual size, checksum, os_hash and the IMS
 properties. A job that fails for good leaves its images ``killed`` (register:
 ``queued`` again) and their partial data removed. Data images of a create
 are processed after the system image, each with its own record in
-``entities.sub_jobs_result``.
+``entities.sub_jobs_result`` (the job envelope: status, sub-job id, type,
+begin and end time, error) and its id in ``entities.sub_jobs_list``. The
+reference does not make sub-job ids queryable on their own; they are not.
 
 Export streams the stored image through the format reader and writer into
 the target bucket (qcow2 through a temporary file in the tasks store,
@@ -38,6 +40,7 @@ goes through one temporary file in the tasks store, as large as that output.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
 import io
 import logging
@@ -631,6 +634,7 @@ class ImagingService:
         entities: dict[str, Any] = {"image_id": made[0]["image_id"], "image_name": made[0]["name"]}
         if len(made) > 1:
             entities["sub_jobs_result"] = [_sub_result(item, INIT) for item in made[1:]]
+            entities["sub_jobs_list"] = [item["sub_job_id"] for item in made[1:]]
         return self.jobs.submit(ctx, job_type, {"images": made}, entities=entities)
 
     @contextlib.contextmanager
@@ -852,14 +856,26 @@ class ImagingService:
                 self._import_file(jctx, item, share, register)
                 continue
             results = jctx.entities.setdefault("sub_jobs_result", [])
+            previous = results[index - 1]
+            if previous["status"] == "FAIL":
+                # Failed before the worker died: keep its own reason, not "killed".
+                failures.append(
+                    (index, JobFailed(previous["fail_reason"], previous["error_code"]))
+                )
+                continue
+            if previous["status"] == "SUCCESS":
+                continue
+            begin = previous.get("begin_time") or _now()
+            results[index - 1] = _sub_result(item, RUNNING, begin=begin)
+            jctx.progress(share[0], "CreateDataImageTask")
             try:
                 self._import_file(jctx, item, share, register)
             except JobFailed as ex:
                 failures.append((index, ex))
-                results[index - 1] = _sub_result(item, "FAIL", ex)
+                results[index - 1] = _sub_result(item, "FAIL", ex, begin, _now())
                 self._abandon(item, register)
             else:
-                results[index - 1] = _sub_result(item, "SUCCESS")
+                results[index - 1] = _sub_result(item, "SUCCESS", begin=begin, end=_now())
             jctx.progress(share[1], "CreateDataImageTask")
         if failures:
             index, first = failures[0]
@@ -1179,15 +1195,29 @@ class ImagingService:
 # -- small helpers ---------------------------------------------------------------
 
 
-def _sub_result(item: dict[str, Any], status: str, ex: JobFailed | None = None) -> dict:
+def _sub_result(
+    item: dict[str, Any],
+    status: str,
+    ex: JobFailed | None = None,
+    begin: str = "",
+    end: str = "",
+) -> dict:
+    """One data image's record in ``entities.sub_jobs_result`` (the job envelope)."""
     return {
         "status": status,
         "job_id": item.get("sub_job_id", ""),
         "job_type": JOB_DATA,
+        "begin_time": begin,
+        "end_time": end,
         "error_code": ex.code if ex else None,
         "fail_reason": str(ex) if ex else None,
         "entities": {"image_id": item["image_id"], "image_name": item["name"]},
     }
+
+
+def _now() -> str:
+    """Now, in the job envelope's time format."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _exists(bucket: ObjectBucket, name: str) -> bool:

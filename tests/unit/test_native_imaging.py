@@ -279,7 +279,9 @@ def test_data_image_and_data_images_with_sub_results(env):
     system = env.image(job["entities"]["image_id"])
     assert system["status"] == "active"
     first, second = job["entities"]["sub_jobs_result"]
-    assert first["status"] == "SUCCESS"
+    assert job["entities"]["sub_jobs_list"] == [first["job_id"], second["job_id"]]
+    assert first["status"] == "SUCCESS" and first["job_type"] == "createDataImageByFile"
+    assert first["begin_time"] <= first["end_time"] and first["end_time"].endswith("Z")
     assert env.image(first["entities"]["image_id"])["status"] == "active"
     assert second["status"] == "FAIL" and second["error_code"] == "IMG.0057"
     assert env.image(second["entities"]["image_id"])["status"] == "killed"
