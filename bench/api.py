@@ -99,7 +99,9 @@ def upload(port: int, path: str) -> tuple[str, float]:
     assert status == 201, body
     image_id = json.loads(body)["id"]
     size = os.path.getsize(path)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    # The client sends 1 MiB blocks (http.client's default is 8 KiB): on a small
+    # machine the sender shares the cores with the server it measures.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=MiB)
     start = time.perf_counter()
     with open(path, "rb") as f:
         conn.request(

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from oslo_config import cfg
 
 from ims import errors
+from ims.drivers.stores._filewriter import write_new_file
 from ims.drivers.stores.base import ObjectBucket, Store, StoredObject
 
 _TMP_PREFIX = ".partial-"
@@ -42,6 +43,13 @@ class FilesystemStore(Store):
             min=4096,
             help="Size in bytes of the reads that serve downloads.",
         ),
+        cfg.BoolOpt(
+            "filesystem_store_direct_io",
+            default=True,
+            help="Write image data with direct I/O (O_DIRECT) where the filesystem supports "
+            "it: uploads then cost no page-cache copy and do not evict hotter data. "
+            "Filesystems that refuse it (tmpfs) are written through the cache anyway.",
+        ),
     ]
 
     def configure(self) -> None:
@@ -58,6 +66,7 @@ class FilesystemStore(Store):
         if not os.access(self.datadir, os.W_OK | os.X_OK):
             raise errors.ConfigError(reason=f"{self.datadir} is not writable")
         self.chunk_size = self.options.filesystem_store_chunk_size
+        self.direct_io = self.options.filesystem_store_direct_io
 
     def url_prefix(self) -> str:
         return f"file://{self.datadir}/"
@@ -77,13 +86,8 @@ class FilesystemStore(Store):
         if os.path.exists(final):
             raise errors.Duplicate(what=f"Image data for {image_id}")
         tmp = os.path.join(self.datadir, f"{_TMP_PREFIX}{image_id}-{uuid.uuid4().hex}")
-        size = 0
         try:
-            with open(tmp, "xb", buffering=0) as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    size += len(chunk)
-                os.fsync(out.fileno())
+            size = write_new_file(tmp, chunks, direct=self.direct_io)
             os.rename(tmp, final)
         except OSError as ex:
             _remove_quietly(tmp)
@@ -207,14 +211,9 @@ class _DirBucket(ObjectBucket):
             raise errors.Duplicate(what=f"Object {self.bucket}:{name}")
         folder = os.path.dirname(final)
         tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-        size = 0
         try:
             os.makedirs(folder, exist_ok=True)
-            with open(tmp, "xb", buffering=0) as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    size += len(chunk)
-                os.fsync(out.fileno())
+            size = write_new_file(tmp, chunks, direct=self.store.direct_io)
             # A hard link publishes the file only if the name is still free.
             os.link(tmp, final)
         except FileExistsError:
