@@ -106,11 +106,14 @@ def equality_filter(key: str, raw: str) -> Any:
     col = getattr(models.Image, key)
     if raw.startswith("in:"):
         return col.in_(split_in_values(raw[3:]))
-    if raw.startswith("eq:"):
-        raw = raw[3:]
-    elif ":" in raw and raw.split(":", 1)[0] in ("neq", "gt", "gte", "lt", "lte"):
-        raise errors.Invalid(f"Unsupported operator for filter {key}")
-    return col == raw
+    op, sep, rest = raw.partition(":")
+    if not sep:
+        return col == raw
+    # As Glance: text before the first ':' is an operator, so a value that
+    # holds a colon is written eq:<value>.
+    if op != "eq":
+        raise errors.Invalid(f"Unable to filter {key} on the unknown operator {op!r}")
+    return col == rest
 
 
 def parse_time(raw: str) -> datetime.datetime:

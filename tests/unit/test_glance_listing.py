@@ -109,11 +109,21 @@ def test_filters(api, populated, query, expected):
         "changes-since=2000-01-01",
         "sort_key=name&sort_key=id&sort_dir=asc&sort_dir=desc&sort_dir=asc",
         "name=neq:x",
+        "name=like:x",
+        "status=like:active",
+        "disk_format=a:b",
     ],
 )
 def test_bad_listing_params(api, populated, query):
     resp = api["owner"].get(f"/v2/images?{query}")
     assert resp.status_code == 400, (query, resp.text)
+
+
+def test_eq_operator_lets_a_value_hold_a_colon(api):
+    api["owner"].create(name="ubuntu:24.04")
+    resp = api["owner"].get("/v2/images?name=eq:ubuntu:24.04")
+    assert [i["name"] for i in resp.json["images"]] == ["ubuntu:24.04"]
+    assert api["owner"].get("/v2/images?name=ubuntu:24.04").status_code == 400
 
 
 def test_sorting(api, populated):
