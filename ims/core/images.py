@@ -42,6 +42,9 @@ READ_ONLY = frozenset(
         "stores",
     }
 )
+#: IMS-native properties that are always computed from the record (never stored
+#: by users), so that both APIs tell the same story about an image.
+ALWAYS_DERIVED = frozenset({"__imagetype", "__isregistered", "__image_size"})
 RESERVED = frozenset({"location", "deleted", "deleted_at"})
 RESERVED_PREFIX = "os_glance"
 BASE_COLUMNS = frozenset(
@@ -172,7 +175,7 @@ class ImageService:
             return db.image_create(session, values, properties, tags)
 
     def _check_writable(self, key: str) -> None:
-        if key in READ_ONLY:
+        if key in READ_ONLY or key in ALWAYS_DERIVED:
             raise errors.ReadOnlyProperty(name=key)
         if key in RESERVED or key.startswith(RESERVED_PREFIX):
             raise errors.ReservedProperty(name=key)
