@@ -204,6 +204,10 @@ class SwiftServer:
     key = KEY
     region = REGION
 
+    def pids(self) -> list[int]:
+        """The process ids of the running servers (for CPU accounting in benchmarks)."""
+        return [proc.pid for proc in self._procs.values() if proc.poll() is None]
+
     # -- life cycle --------------------------------------------------------
 
     def start(self, root: str | os.PathLike[str]) -> None:
