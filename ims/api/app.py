@@ -12,7 +12,7 @@ from oslo_config import cfg
 from ims import errors as ims_errors
 from ims.api.glance import discovery, errors, image_data, images, imports, members, metadefs, tasks
 from ims.api.glance.views import ImageView
-from ims.api.middleware.context import PUBLIC_PATHS, ContextMiddleware, with_request_id
+from ims.api.middleware.context import ContextMiddleware, is_public, with_request_id
 from ims.api.middleware.drain import DrainUnreadBody
 from ims.api.middleware.versions import VersionNegotiation
 from ims.api.native import errors as native_errors
@@ -69,6 +69,7 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
     policy = Policy(make_enforcer(conf))
     image_service = ImageService(conf, database, policy, stores)
     data_service = ImageDataService(conf, image_service)
+    jobs = JobService(conf, database)
     services = Services(
         conf=conf,
         db=database,
@@ -78,8 +79,8 @@ def build_services(conf: cfg.ConfigOpts) -> Services:
         members=MemberService(conf, image_service),
         data=data_service,
         tasks=TaskService(image_service),
-        imports=ImportService(conf, image_service, data_service),
-        jobs=JobService(conf, database),
+        imports=ImportService(conf, image_service, data_service, jobs),
+        jobs=jobs,
         metadefs=MetadefService(conf, database, policy),
     )
     native_members.register_jobs(services)
@@ -185,7 +186,7 @@ def _with_keystone(app: falcon.App, conf: cfg.ConfigOpts) -> Any:
 
     def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
         # Version discovery answers without a token, as Glance's does.
-        if environ.get("PATH_INFO", "/").rstrip("/") in {p.rstrip("/") for p in PUBLIC_PATHS}:
+        if is_public(environ.get("PATH_INFO") or "/"):
             return app(environ, start_response)
         return protected(environ, start_response)
 

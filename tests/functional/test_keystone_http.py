@@ -55,6 +55,12 @@ def test_version_discovery_needs_no_token(ims_keystone: IMSServer) -> None:
     anonymous = TokenApi(ims_keystone, None)
     assert anonymous.request("GET", "/").status_code == 300
     assert anonymous.request("GET", "/versions").status_code == 200
+    for native in ("/v1", "/v1.1/", "/v2", "/v2.1"):
+        resp = anonymous.request("GET", native)
+        assert resp.status_code == 200, (native, resp.text)
+        assert resp.json()["version"]["id"].startswith("v"), native
+    assert anonymous.request("GET", "/v1/cloudimages/quota").status_code == 401
+    assert anonymous.request("GET", "/v2/cloudimages").status_code == 401
 
 
 def test_roles_and_project_scope(as_user: dict[str, TokenApi], keystone: KeystoneServer) -> None:

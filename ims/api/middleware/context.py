@@ -15,8 +15,14 @@ import falcon
 from ims.context import RequestContext, expand_roles, new_request_id
 
 _REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-#: Paths anyone may read: version discovery.
-PUBLIC_PATHS = frozenset({"/", "/versions"})
+#: Paths anyone may read: version discovery of both APIs (/, /versions, /v1,
+#: /v1.0, /v1.1, /v2, /v2.N), with or without a trailing slash.
+_PUBLIC_PATH = re.compile(r"^/(versions|v1(\.[01])?|v2(\.\d+)?)?/?$")
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` answers without a token."""
+    return bool(_PUBLIC_PATH.match(path))
 
 
 def with_request_id(wsgi_app: Any) -> Any:
@@ -64,7 +70,7 @@ class ContextMiddleware:
 
     def _from_keystone(self, req: falcon.Request, request_id: str) -> RequestContext:
         if req.get_header("X-Identity-Status") != "Confirmed":
-            if req.path in PUBLIC_PATHS:
+            if is_public(req.path):
                 return RequestContext(project_id=None, request_id=request_id)
             raise falcon.HTTPUnauthorized(
                 title="Unauthorized",
