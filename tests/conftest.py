@@ -10,7 +10,7 @@ import pytest
 from falcon import testing
 
 from ims import conf as ims_conf
-from ims.api.app import create_app
+from ims.api.app import Services, build_services, create_app
 from tests.real.swift_server import SwiftServer, missing_requirements
 
 PATCH = "application/openstack-images-v2.1-json-patch"
@@ -66,6 +66,8 @@ class Client:
 
 @pytest.fixture
 def make_app(tmp_path: Any) -> Iterator[Callable[..., Any]]:
+    made: list[Services] = []
+
     def build(conf_text: str = "", **overrides: Any) -> Any:
         args = []
         if conf_text:
@@ -74,14 +76,19 @@ def make_app(tmp_path: Any) -> Iterator[Callable[..., Any]]:
             args = ["--config-file", str(path)]
         conf = ims_conf.load(args)
         conf.set_override("state_path", str(tmp_path / "state"))
-        # Job threads only where a test asks for them: they outlive the app.
+        # Job threads only where a test asks for them; stopped when the test ends.
         overrides.setdefault("jobs__api_workers", 0)
         for key, value in overrides.items():
             group, _, name = key.rpartition("__")
             conf.set_override(name, value, group=group or None)
-        return create_app(conf)
+        services = build_services(conf)
+        made.append(services)
+        return create_app(conf, services)
 
     yield build
+    for services in made:
+        if services.job_runner is not None:
+            services.job_runner.stop()
 
 
 @pytest.fixture

@@ -78,7 +78,10 @@ task_opts = [
         "task_pool_threads",
         default=8,
         min=1,
-        help="Threads per API process that run import tasks.",
+        deprecated_for_removal=True,
+        deprecated_reason="Import tasks run as jobs: on the API processes' [jobs] "
+        "api_workers threads and on ims-worker processes.",
+        help="Unused. Import tasks run as jobs; see [jobs] api_workers and worker_threads.",
     ),
     cfg.IntOpt(
         "import_lock_timeout",

@@ -5,6 +5,17 @@ The image is locked for one import at a time (``os_glance_import_task``);
 progress shows in ``os_glance_importing_to_stores`` and
 ``os_glance_failed_import``. Failure puts the image back where it was
 (``queued``, or ``active`` for copy-image) and removes what was written.
+
+The work runs as a persistent job (ims.core.jobs, type ``api_image_import``),
+queued in the transaction that records the task and takes the lock, and run
+by the job threads of any API process or by ims-worker: an import outlives
+the process that accepted it. A job whose worker died is resumed by another,
+which first removes what the dead attempt wrote (the image's data in the
+target stores, a half-downloaded file) and keeps what copy-image had already
+finished; after ``[jobs] max_attempts`` the task fails with the reason and
+the image is put back. Staged data is read by whichever process runs the job,
+so ``[glance_store] staging_dir`` must be shared by the API processes and the
+workers (it is, on one host).
 """
 
 from __future__ import annotations
@@ -14,7 +25,6 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from oslo_config import cfg
@@ -25,6 +35,7 @@ from ims.core import status as st
 from ims.core import streams, webdownload
 from ims.core.image_data import ImageDataService
 from ims.core.images import ImageService
+from ims.core.jobs import JobContext, JobService
 from ims.core.storefile import open_stored
 from ims.core.stores import STAGING, StoreRegistry
 from ims.db import api as db
@@ -45,21 +56,28 @@ _REQUIRED_STATUS = {
     "copy-image": st.ACTIVE,
 }
 _PROGRESS_EVERY = 2.0  # seconds between task progress writes
+#: The job type that runs import tasks (the Glance task type).
+JOB_IMPORT = "api_image_import"
 
 
 class ImportService:
-    """Stages data and runs import tasks on a bounded pool of threads."""
+    """Stages data, records import tasks and runs them as jobs."""
 
-    def __init__(self, conf: cfg.ConfigOpts, images: ImageService, data: ImageDataService) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        images: ImageService,
+        data: ImageDataService,
+        jobs: JobService,
+    ) -> None:
         self.conf = conf
         self.images = images
         self.data = data
+        self.jobs = jobs
         self.db = images.db
         self.stores: StoreRegistry = images.stores
         self.methods = [m for m in conf.enabled_import_methods if m in METHODS]
-        self._pool = ThreadPoolExecutor(
-            max_workers=conf.task.task_pool_threads, thread_name_prefix="ims-import"
-        )
+        jobs.register(JOB_IMPORT, self._run_job, self._cleanup_job)
 
     # -- stage ------------------------------------------------------------
 
@@ -153,9 +171,19 @@ class ImportService:
                     FAILED_IMPORT: "",
                 },
             )
-        self._pool.submit(
-            self._run, task_id, image_id, method, body, targets, must_all, image.status
-        )
+            self.jobs.submit(
+                ctx,
+                JOB_IMPORT,
+                {
+                    "task_id": task_id,
+                    "image_id": image_id,
+                    "method": method,
+                    "uri": body["method"].get("uri"),
+                    "targets": targets,
+                    "must_all": must_all,
+                },
+                session=session,
+            )
         return task
 
     def _parse(self, body: Any, header_store: str | None) -> tuple[str, list[str], bool]:
@@ -212,45 +240,117 @@ class ImportService:
         if task.status in ("pending", "processing") and age < self.conf.task.import_lock_timeout:
             raise errors.ImageLocked(image_id=image.id)
 
-    # -- the task ---------------------------------------------------------
+    # -- the task, as a job ------------------------------------------------
 
-    def _run(
-        self,
-        task_id: str,
-        image_id: str,
-        method: str,
-        body: dict,
-        targets: list[str],
-        must_all: bool,
-        prior_status: str,
-    ) -> None:
+    def _run_job(self, jctx: JobContext) -> dict[str, Any]:
+        params = jctx.params
+        task_id, image_id, method = params["task_id"], params["image_id"], params["method"]
+        targets = self._prepare(task_id, image_id, method, list(params["targets"]), jctx.resumed)
+        if targets is None:
+            return {}
         self._task(task_id, status="processing")
-        staged: StoredObject | None = None
         try:
             if method == "copy-image":
-                failed = self._copy(task_id, image_id, targets, must_all)
+                failed = self._copy(task_id, image_id, targets, params["must_all"])
             else:
                 if method == "web-download":
-                    staged = self._download(task_id, image_id, body["method"]["uri"])
+                    staged = self._download(task_id, image_id, params["uri"])
                 else:
                     staged = self._staged(image_id)
-                failed = self._import_staged(task_id, image_id, staged, targets, must_all)
-        except Exception as ex:  # noqa: BLE001 - any failure must end the task
+                failed = self._import_staged(
+                    task_id, image_id, staged, targets, params["must_all"]
+                )
+        except Exception as ex:
+            # The job's cleanup (_cleanup_job) fails the task and puts the image back.
             LOG.warning("Import task %s of image %s failed: %s", task_id, image_id, ex)
-            self._fail(task_id, image_id, method, targets, str(ex))
-        else:
-            done = utcnow()
-            message = f"Import failed for stores: {', '.join(failed)}" if failed else ""
-            self._task(
-                task_id,
-                status="success",
-                result={"image_id": image_id},
-                message=message,
-                expires_at=self._expiry(done),
+            raise
+        self._succeed(task_id, image_id, method, failed)
+        return {}
+
+    def _prepare(
+        self, task_id: str, image_id: str, method: str, targets: list[str], resumed: bool
+    ) -> list[str] | None:
+        """Check the task still holds the image; after a dead attempt, clear its writes.
+
+        Returns the stores still to write, or None when there is nothing to do
+        (the task was finished, or failed, here).
+        """
+        with self.db.session() as session:
+            image = db.image_get(session, image_id)
+            holder = image.properties.get(LOCK)
+            if holder and holder != task_id:
+                # The lock went stale before a worker got here, and another import took it.
+                self._task(
+                    task_id,
+                    status="failure",
+                    message="Another import took over the image's import lock.",
+                    expires_at=self._expiry(utcnow()),
+                )
+                return None
+            if not resumed:
+                return targets
+            if not holder:
+                # The dead attempt finished the import; only the task was not told.
+                failed = [s for s in image.properties.get(FAILED_IMPORT, "").split(",") if s]
+                self._succeed(task_id, image_id, method, failed)
+                return None
+            LOG.warning("Resuming import task %s of image %s", task_id, image_id)
+            if method == "copy-image":
+                done = {loc.store for loc in image.locations if loc.status == "active"}
+                targets = [s for s in targets if s not in done]
+                stale: list[tuple[str, str]] = []
+            else:
+                if image.status != st.IMPORTING:
+                    raise errors.Conflict(f"Image {image_id} is {image.status}, not importing")
+                # Nothing of an unfinished import is active yet: all of it goes.
+                stale = [(loc.store, loc.url) for loc in image.locations]
+                for _store, url in stale:
+                    db.location_delete(session, image_id, url)
+            db.image_update(
+                session,
+                image_id,
+                properties={IMPORTING_TO: ",".join(targets), FAILED_IMPORT: ""},
             )
-        finally:
-            if staged is not None:
-                self._drop(self.stores.get(STAGING), staged)
+        for store_id, url in stale:
+            self._drop(self.stores.get(store_id), StoredObject(url=url, size=0))
+        for store_id in targets:
+            self._discard_writes(self.stores.user_store(store_id), image_id)
+        if method == "web-download":
+            self._discard_writes(self.stores.get(STAGING), image_id)
+        return targets
+
+    def _cleanup_job(self, jctx: JobContext, reason: str) -> None:
+        """Fail the task and put the image back (the job failed, or ran out of attempts)."""
+        params = jctx.params
+        task_id, image_id, method = params["task_id"], params["image_id"], params["method"]
+        kept = self._fail(task_id, image_id, method, params["targets"], reason)
+        if kept is None:
+            return  # not this task's image any more: leave it alone
+        for store_id in params["targets"]:
+            if store_id not in kept:
+                self._discard_writes(self.stores.user_store(store_id), image_id)
+        if method != "copy-image":
+            self._discard_writes(self.stores.get(STAGING), image_id)
+
+    def _succeed(self, task_id: str, image_id: str, method: str, failed: list[str]) -> None:
+        message = f"Import failed for stores: {', '.join(failed)}" if failed else ""
+        self._task(
+            task_id,
+            status="success",
+            result={"image_id": image_id},
+            message=message,
+            expires_at=self._expiry(utcnow()),
+        )
+        if method != "copy-image":
+            self._discard_writes(self.stores.get(STAGING), image_id)
+
+    def _discard_writes(self, store: Store, image_id: str) -> None:
+        """Remove what an attempt wrote for the image to ``store``, finished or not."""
+        self._drop(store, StoredObject(url=store.url_prefix() + image_id, size=0))
+        try:
+            store.discard_partial(image_id)
+        except errors.IMSError as ex:
+            LOG.warning("Could not remove unfinished uploads of %s: %s", image_id, ex)
 
     def _expiry(self, now: datetime.datetime) -> datetime.datetime:
         return now + datetime.timedelta(hours=self.conf.task.task_time_to_live)
@@ -393,10 +493,19 @@ class ImportService:
 
     def _fail(
         self, task_id: str, image_id: str, method: str, targets: list[str], reason: str
-    ) -> None:
+    ) -> set[str] | None:
+        """Fail the task and put the image back; return the stores whose data stays.
+
+        None when another import holds the image now: it is left alone.
+        """
+        kept: set[str] | None = set()
+        dropped: list[tuple[str, str]] = []
         try:
             with self.db.session() as session:
                 image = db.image_get(session, image_id)
+                if image.properties.get(LOCK) not in (task_id, None):
+                    kept = None
+                    raise _NotOurs
                 previous = image.properties.get(FAILED_IMPORT, "")
                 failed = sorted(
                     {
@@ -406,10 +515,13 @@ class ImportService:
                     - {""}
                 )
                 values: dict[str, Any] = {}
+                kept = {loc.store for loc in image.locations if loc.status == "active"}
                 if method != "copy-image" and image.status in (st.IMPORTING, st.UPLOADING):
                     values = {"status": st.QUEUED, "size": None, "virtual_size": None}
                     for loc in image.locations:
                         db.location_delete(session, image_id, loc.url)
+                        dropped.append((loc.store, loc.url))
+                    kept = set()
                 db.image_update(
                     session,
                     image_id,
@@ -423,9 +535,14 @@ class ImportService:
                 )
         except errors.NotFound:
             pass
+        except _NotOurs:
+            pass
+        for store_id, url in dropped:
+            self._drop(self.stores.get(store_id), StoredObject(url=url, size=0))
         self._task(
             task_id, status="failure", message=reason[:1024], expires_at=self._expiry(utcnow())
         )
+        return kept
 
     def _task(self, task_id: str, **values: Any) -> None:
         with self.db.session() as session:
@@ -462,8 +579,9 @@ class ImportService:
         except errors.NotFound:
             pass
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+
+class _NotOurs(Exception):
+    """The image's import lock belongs to another task."""
 
 
 class _Progress:

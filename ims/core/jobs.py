@@ -140,29 +140,35 @@ class JobService:
         job_type: str,
         params: dict[str, Any],
         entities: dict[str, Any] | None = None,
+        session: Any = None,
     ) -> str:
+        """Queue a job; with ``session``, in that transaction (it runs once committed)."""
         if job_type not in self._handlers:
             raise errors.ConfigError(reason=f"no handler for job type {job_type}")
         job_id = uuid.uuid4().hex
         now = utcnow()
-        with self.db.session() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    job_type=job_type,
-                    status=INIT,
-                    project_id=ctx.project_id,
-                    user_id=ctx.user_id,
-                    request_id=ctx.request_id,
-                    params={**params, "_roles": sorted(ctx.roles)},
-                    entities=entities or {},
-                    process_percent=0.0,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        self._wake.set()
+        row = Job(
+            id=job_id,
+            job_type=job_type,
+            status=INIT,
+            project_id=ctx.project_id,
+            user_id=ctx.user_id,
+            request_id=ctx.request_id,
+            params={**params, "_roles": sorted(ctx.roles)},
+            entities=entities or {},
+            process_percent=0.0,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        if session is None:
+            with self.db.session() as own:
+                own.add(row)
+            self._wake.set()
+        else:
+            # Wake this process's job threads when the caller commits, not before.
+            session.add(row)
+            sa.event.listen(session, "after_commit", lambda _s: self._wake.set(), once=True)
         return job_id
 
     def get(self, ctx: RequestContext, job_id: str) -> JobRecord:

@@ -14,6 +14,7 @@ with a reason and no data left; no attempt's leftovers may stay in Swift.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ pytestmark = [
 ]
 
 DISK_MIB = 96
+IMPORT_MIB = 128
 #: Segment names of Swift large objects: <image id>/<upload token>/<number>.
 SEGMENT = re.compile(r"^(?P<image>[^/]+)/(?P<token>[^/]+)/\d+$")
 
@@ -307,3 +309,66 @@ def test_killed_worker_job_fails_after_max_attempts(cluster, swift_up, disk, tmp
     assert job["status"] == "FAIL", job
     check_outcome(user, job, images, disk["raw"], tmp_path)
     assert leftovers(swift_up, server) == (set(), {})
+
+
+def test_killed_worker_glance_import_is_resumed(cluster, swift_up, tmp_path):
+    """A Glance interoperable import (a job too) survives its worker's death."""
+    server, worker = cluster()
+    user = User(server.url, uuid.uuid4().hex)
+    data = tmp_path / "staged.raw"
+    digest = hashlib.md5()
+    with open(data, "wb") as out:
+        for _ in range(IMPORT_MIB):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            out.write(chunk)
+    resp = user.call(
+        "POST",
+        "/v2/images",
+        {"name": "imported", "disk_format": "raw", "container_format": "bare"},
+    )
+    assert resp.status_code == 201, resp.text
+    image_id = resp.json()["id"]
+    with open(data, "rb") as body:
+        resp = user.call(
+            "PUT",
+            f"/v2/images/{image_id}/stage",
+            data=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert resp.status_code == 204, resp.text
+    first = worker()
+    resp = user.call(
+        "POST", f"/v2/images/{image_id}/import", {"method": {"name": "glance-direct"}}
+    )
+    assert resp.status_code == 202, resp.text
+
+    # Kill the worker once its copy into Swift has begun (the first segment is there).
+    deadline = time.monotonic() + 60
+    while not leftovers(swift_up, server)[1].get(image_id):
+        assert time.monotonic() < deadline, user.image(image_id)
+        time.sleep(0.02)
+    first.kill()
+    (task,) = user.call("GET", f"/v2/images/{image_id}/tasks").json()["tasks"]
+    assert task["status"] == "processing", task
+    image = user.image(image_id)
+    assert image["status"] == "importing" and image["os_glance_import_task"] == task["id"]
+
+    worker()
+    deadline = time.monotonic() + 60
+    while (task := user.call("GET", f"/v2/tasks/{task['id']}").json())["status"] == "processing":
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+    image = user.image(image_id)
+    assert task["status"] == "success", task
+    assert image["status"] == "active" and image["checksum"] == digest.hexdigest()
+    assert "os_glance_import_task" not in image
+    downloaded = hashlib.md5()
+    with user.call("GET", f"/v2/images/{image_id}/file", stream=True) as resp:
+        assert resp.status_code == 200
+        for chunk in resp.iter_content(1 << 20):
+            downloaded.update(chunk)
+    assert downloaded.hexdigest() == digest.hexdigest()
+    # The dead attempt's segments went before the new one wrote.
+    names, tokens = leftovers(swift_up, server)
+    assert names == {image_id} and len(tokens[image_id]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.server
 import os
@@ -9,6 +10,16 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
+from falcon import testing
+
+from ims import conf as ims_conf
+from ims.api.app import build_services, create_app
+from ims.core.jobs import JobRunner
+from ims.db import api as db
+from ims.db.job_models import Job
+from ims.db.models import utcnow
+from tests.conftest import Client
 
 DATA = os.urandom(1024 * 1024 + 5)
 MULTISTORE = """
@@ -25,6 +36,17 @@ filesystem_store_datadir = $TMP/cheap
 store_description = Cheap disks
 weight = 10
 """
+
+
+@pytest.fixture
+def clients(clients):
+    """Apps with a job thread: imports run as jobs."""
+
+    def build(**overrides):
+        overrides.setdefault("jobs__api_workers", 1)
+        return clients(**overrides)
+
+    return build
 
 
 def wait_for(client, image_id, predicate, timeout=20.0):
@@ -298,3 +320,94 @@ def test_delete_while_staged_removes_staging(api, tmp_path):
     assert (staging / image["id"]).exists()
     assert owner.delete(f"/v2/images/{image['id']}").status_code == 204
     assert not (staging / image["id"]).exists()
+
+
+@pytest.fixture
+def dead_worker_app(tmp_path):
+    """An app with no job threads, its services, and a runner to start later."""
+    made = []
+
+    def build(**jobs_options):
+        path = tmp_path / "ims.conf"
+        path.write_text(MULTISTORE.replace("$TMP", str(tmp_path)))
+        conf = ims_conf.load(["--config-file", str(path)])
+        conf.set_override("state_path", str(tmp_path / "state"))
+        for name, value in {"api_workers": 0, "poll_interval": 0.05, **jobs_options}.items():
+            conf.set_override(name, value, group="jobs")
+        services = build_services(conf)
+        client = Client(testing.TestClient(create_app(conf, services)), "p1", "member")
+        runner = JobRunner(services.jobs, 1)
+        made.append(runner)
+        return services, client, runner
+
+    yield build
+    for runner in made:
+        runner.stop()
+
+
+def _die_mid_import(services, client, image_id):
+    """Start a glance-direct import; a worker takes it, writes part of it and dies."""
+    stage(client, image_id)
+    body = {"method": {"name": "glance-direct"}, "all_stores": True}
+    assert do_import(client, image_id, body).status_code == 202
+    job, _user, _roles = services.jobs.claim("dead-worker")
+    assert job.job_type == "api_image_import"
+    # It finished the copy to 'cheap' (the location is recorded, the data is not this
+    # image's yet: it gets rewritten) and was halfway through 'fast'.
+    cheap, fast = services.stores.get("cheap"), services.stores.get("fast")
+    stored = cheap.add(image_id, [b"first attempt"])
+    with services.db.session() as session:
+        db.location_add(session, image_id, "cheap", stored.url)
+    partial = os.path.join(fast.datadir, f".partial-{image_id}-dead")
+    with open(partial, "wb") as out:
+        out.write(DATA[:1000])
+    # Its heartbeat stops.
+    with services.db.session() as session:
+        session.execute(
+            sa.update(Job)
+            .where(Job.id == job.id)
+            .values(heartbeat_at=utcnow() - datetime.timedelta(hours=1))
+        )
+    return partial
+
+
+def test_import_of_a_dead_worker_is_resumed(dead_worker_app):
+    services, client, runner = dead_worker_app()
+    image = client.create(disk_format="raw")
+    partial = _die_mid_import(services, client, image["id"])
+    assert client.get(f"/v2/images/{image['id']}").json["status"] == "importing"
+
+    runner.start()
+    doc = wait_for(client, image["id"], lambda d: d["status"] == "active")
+    assert doc["stores"] == "cheap,fast"
+    assert doc["checksum"] == hashlib.md5(DATA).hexdigest()
+    assert doc["os_glance_importing_to_stores"] == "" and doc["os_glance_failed_import"] == ""
+    assert "os_glance_import_task" not in doc
+    assert client.get(f"/v2/images/{image['id']}/file").content == DATA
+    for store_id in ("cheap", "fast"):
+        store = services.stores.get(store_id)
+        assert b"".join(store.get(store.url_prefix() + image["id"])) == DATA
+    assert not os.path.exists(partial)
+    (task,) = client.get(f"/v2/images/{image['id']}/tasks").json["tasks"]
+    assert task["status"] == "success" and task["message"] == ""
+
+
+def test_import_of_a_dead_worker_fails_after_max_attempts(dead_worker_app, tmp_path):
+    services, client, runner = dead_worker_app(max_attempts=1)
+    image = client.create(disk_format="raw")
+    partial = _die_mid_import(services, client, image["id"])
+
+    runner.start()
+    doc = wait_for(client, image["id"], lambda d: d["status"] == "queued")
+    assert doc["os_glance_failed_import"] == "cheap,fast"
+    assert doc["os_glance_importing_to_stores"] == ""
+    assert "os_glance_import_task" not in doc and "stores" not in doc
+    (task,) = client.get(f"/v2/images/{image['id']}/tasks").json["tasks"]
+    assert task["status"] == "failure" and "Gave up after 1 attempts" in task["message"]
+    # Nothing of the import is left: no data, no partial upload, no staged file.
+    assert not os.path.exists(partial)
+    for store_id in ("cheap", "fast"):
+        assert os.listdir(services.stores.get(store_id).datadir) == []
+    assert not (tmp_path / "state" / "staging" / "staging" / image["id"]).exists()
+    # The image can be staged and imported again.
+    assert stage(client, image["id"]).status_code == 204
