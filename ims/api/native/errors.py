@@ -1,8 +1,9 @@
 """Render errors of the IMS native API: ``{"error": {"code", "message"}}``.
 
-IMS answers request errors with HTTP 400 and an ``IMG.xxxx`` code; missing
-things and refusals keep their HTTP meaning (404, 403, 409, 413) so that
-generic clients still behave. The code comes from the error when it carries
+IMS answers request errors, quota refusals included, with HTTP 400 and an
+``IMG.xxxx`` code; missing things, refusals and bodies over the request limit
+keep their HTTP meaning (404, 403, 409, 413) so that generic clients still
+behave. The code comes from the error when it carries
 one (``ims_code``), else from its class.
 """
 
@@ -70,6 +71,6 @@ def handle(req: falcon.Request, resp: falcon.Response, ex: errors.IMSError) -> N
     status = status_for(ex)
     if status >= 500:
         LOG.error("Request %s failed: %s", req.path, ex, exc_info=ex)
-    elif status in (400, 415, 416):
+    elif status in (400, 415, 416) or isinstance(ex, errors.QuotaExceeded):
         status = 400
     render(resp, status, code_for(ex), ex.message)
