@@ -36,9 +36,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, NoReturn
 
-from stevedore import DriverManager
-from stevedore.exception import NoMatches
-
 from ims import errors
 from ims.disk import registry
 from ims.disk.copy import Progress
@@ -69,22 +66,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load_plugin(name: str) -> DiskFormat:
-    """Load one format plugin by name.
-
-    PERF(ims): with ``-f``/``-O`` given, importing only the named plugins
-    saves most of the start-up time of loading all of them; detection
-    still goes through the full registry.
-    """
-    try:
-        manager = DriverManager(
-            registry.NAMESPACE,
-            name,
-            invoke_on_load=True,
-            on_load_failure_callback=registry._raise_load_failure,
-        )
-    except NoMatches:
-        raise errors.Invalid(f"Unknown disk format '{name}'") from None
-    return manager.driver
+    """Load one format plugin by name (only it: see ``registry.load``)."""
+    return registry.load(name)
 
 
 def _open_image(path: str, fmt_name: str | None) -> tuple[DiskFormat, BinaryIO]:
