@@ -275,42 +275,50 @@ class ImportService:
         Returns the stores still to write, or None when there is nothing to do
         (the task was finished, or failed, here).
         """
+        # Decide in the transaction, write the task after it (one writer at a time on SQLite).
+        outcome = "run"
+        failed: list[str] = []
+        stale: list[tuple[str, str]] = []
         with self.db.session() as session:
             image = db.image_get(session, image_id)
             holder = image.properties.get(LOCK)
             if holder and holder != task_id:
                 # The lock went stale before a worker got here, and another import took it.
-                self._task(
-                    task_id,
-                    status="failure",
-                    message="Another import took over the image's import lock.",
-                    expires_at=self._expiry(utcnow()),
-                )
-                return None
-            if not resumed:
-                return targets
-            if not holder:
+                outcome = "lost"
+            elif resumed and not holder:
                 # The dead attempt finished the import; only the task was not told.
+                outcome = "done"
                 failed = [s for s in image.properties.get(FAILED_IMPORT, "").split(",") if s]
-                self._succeed(task_id, image_id, method, failed)
-                return None
-            LOG.warning("Resuming import task %s of image %s", task_id, image_id)
-            if method == "copy-image":
-                done = {loc.store for loc in image.locations if loc.status == "active"}
-                targets = [s for s in targets if s not in done]
-                stale: list[tuple[str, str]] = []
-            else:
-                if image.status != st.IMPORTING:
-                    raise errors.Conflict(f"Image {image_id} is {image.status}, not importing")
-                # Nothing of an unfinished import is active yet: all of it goes.
-                stale = [(loc.store, loc.url) for loc in image.locations]
-                for _store, url in stale:
-                    db.location_delete(session, image_id, url)
-            db.image_update(
-                session,
-                image_id,
-                properties={IMPORTING_TO: ",".join(targets), FAILED_IMPORT: ""},
+            elif resumed:
+                LOG.warning("Resuming import task %s of image %s", task_id, image_id)
+                if method == "copy-image":
+                    done = {loc.store for loc in image.locations if loc.status == "active"}
+                    targets = [s for s in targets if s not in done]
+                else:
+                    if image.status != st.IMPORTING:
+                        raise errors.Conflict(f"Image {image_id} is {image.status}, not importing")
+                    # Nothing of an unfinished import is active yet: all of it goes.
+                    stale = [(loc.store, loc.url) for loc in image.locations]
+                    for _store, url in stale:
+                        db.location_delete(session, image_id, url)
+                db.image_update(
+                    session,
+                    image_id,
+                    properties={IMPORTING_TO: ",".join(targets), FAILED_IMPORT: ""},
+                )
+        if outcome == "lost":
+            self._task(
+                task_id,
+                status="failure",
+                message="Another import took over the image's import lock.",
+                expires_at=self._expiry(utcnow()),
             )
+            return None
+        if outcome == "done":
+            self._succeed(task_id, image_id, method, failed)
+            return None
+        if not resumed:
+            return targets
         for store_id, url in stale:
             self._drop(self.stores.get(store_id), StoredObject(url=url, size=0))
         for store_id in targets:

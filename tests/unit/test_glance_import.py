@@ -411,3 +411,25 @@ def test_import_of_a_dead_worker_fails_after_max_attempts(dead_worker_app, tmp_p
     assert not (tmp_path / "state" / "staging" / "staging" / image["id"]).exists()
     # The image can be staged and imported again.
     assert stage(client, image["id"]).status_code == 204
+
+
+def test_import_whose_lock_was_taken_over_leaves_the_image_alone(dead_worker_app):
+    services, client, runner = dead_worker_app()
+    image = client.create(disk_format="raw")
+    stage(client, image["id"])
+    body = {"method": {"name": "glance-direct"}, "all_stores": True}
+    assert do_import(client, image["id"], body).status_code == 202
+    # No worker ran it before the lock went stale, and another import took the lock.
+    with services.db.session() as session:
+        db.image_update(session, image["id"], properties={"os_glance_import_task": "other"})
+
+    runner.start()
+    (task,) = client.get(f"/v2/images/{image['id']}/tasks").json["tasks"]
+    deadline = time.monotonic() + 20
+    while task["status"] == "pending":
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+        task = client.get(f"/v2/tasks/{task['id']}").json
+    assert task["status"] == "failure" and "took over" in task["message"]
+    doc = client.get(f"/v2/images/{image['id']}").json
+    assert doc["status"] == "importing" and doc["os_glance_import_task"] == "other"
