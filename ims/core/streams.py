@@ -7,16 +7,16 @@ once and never buffered beyond a chunk.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ims import errors
 from ims.disk.model import BLOCK_SIZE, PROBE_HEAD, PROBE_TAIL, Sample
 
-# NOTE(ims): hashlib releases the GIL on large buffers, so md5 and the
-# os_hash run on two threads while the caller hands the chunk to the store.
-_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ims-hash")
+#: How many chunks each hash may lag behind the data (memory: depth x chunk).
+HASH_DEPTH = 3
 
 
 class Stage(Protocol):
@@ -35,13 +35,22 @@ def read_chunks(stream: BinaryIO, chunk_size: int = BLOCK_SIZE) -> Iterator[byte
 
 
 def through(chunks: Iterable[bytes], stages: list[Stage]) -> Iterator[bytes]:
-    """Pass chunks on after every stage has seen them; finish at the end."""
-    for chunk in chunks:
+    """Pass chunks on after every stage has seen them; finish at the end.
+
+    Stages with a ``close`` (threads to stop) are closed however this ends.
+    """
+    try:
+        for chunk in chunks:
+            for stage in stages:
+                stage.feed(chunk)
+            yield chunk
         for stage in stages:
-            stage.feed(chunk)
-        yield chunk
-    for stage in stages:
-        stage.finish()
+            stage.finish()
+    finally:
+        for stage in stages:
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
 
 
 class SizeLimit:
@@ -76,6 +85,39 @@ class SizeLimit:
             )
 
 
+class _HashThread:
+    """One hash fed on its own thread, in order, at most HASH_DEPTH chunks behind.
+
+    hashlib releases the GIL on large buffers, so md5 and the os_hash each
+    keep a core busy while the caller reads the socket and writes the store.
+    """
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ims-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.digest.update(chunk)
+                except BaseException as ex:  # reported to the feeder by close()
+                    self._error = ex
+
+    def put(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class Hashes:
     """md5 (``checksum``) and the configured ``os_hash`` side by side."""
 
@@ -86,27 +128,33 @@ class Hashes:
             raise errors.ConfigError(reason=f"unknown hashing_algorithm {algo}") from None
         self.algo = algo
         self.md5 = hashlib.md5(usedforsecurity=False)
-        self._pending: list[Future[None]] = []
-
-    def _wait(self) -> None:
-        for fut in self._pending:
-            fut.result()
-        self._pending = []
+        self._threads: list[_HashThread] = []
 
     def feed(self, chunk: bytes) -> None:
-        # Wait for the previous chunk first: at most one chunk in flight.
-        self._wait()
-        if len(chunk) < 65536:
-            self.md5.update(chunk)
-            self.os_hash.update(chunk)
-            return
-        self._pending = [
-            _HASH_POOL.submit(self.md5.update, chunk),
-            _HASH_POOL.submit(self.os_hash.update, chunk),
-        ]
+        if not self._threads:
+            if len(chunk) < 65536:
+                # Small data (metadata-sized images, tests) needs no threads.
+                self.md5.update(chunk)
+                self.os_hash.update(chunk)
+                return
+            self._threads = [_HashThread(self.md5), _HashThread(self.os_hash)]
+        for worker in self._threads:
+            worker.put(chunk)
 
     def finish(self) -> None:
-        self._wait()
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the hash threads to take in what they were given, and stop them."""
+        threads, self._threads = self._threads, []
+        errors_seen = []
+        for worker in threads:
+            try:
+                worker.close()
+            except BaseException as ex:
+                errors_seen.append(ex)
+        if errors_seen:
+            raise errors_seen[0]
 
     @property
     def checksum(self) -> str:
