@@ -198,8 +198,28 @@ class Namespaces(_Resource):
         resp.status = falcon.HTTP_204
 
 
-class Objects(_Resource):
+class _Children(_Resource):
+    """Deleting one child, or all of a namespace's children, is the same for every kind."""
+
+    KIND = ""
+
+    def on_delete_collection(
+        self, req: falcon.Request, resp: falcon.Response, namespace: str
+    ) -> None:
+        self.service.delete_children(ctx(req), self.KIND, namespace)
+        resp.status = falcon.HTTP_204
+
+    def on_delete(
+        self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
+    ) -> None:
+        self.service.delete_child(ctx(req), self.KIND, namespace, name)
+        resp.status = falcon.HTTP_204
+
+
+class Objects(_Children):
     """/v2/metadefs/namespaces/{namespace}/objects[/{name}]."""
+
+    KIND = "objects"
 
     def on_get_collection(
         self, req: falcon.Request, resp: falcon.Response, namespace: str
@@ -225,12 +245,6 @@ class Objects(_Resource):
         resp.status = falcon.HTTP_201
         resp.media = object_view(namespace, obj)
 
-    def on_delete_collection(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str
-    ) -> None:
-        self.service.delete_children(ctx(req), "objects", namespace)
-        resp.status = falcon.HTTP_204
-
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
     ) -> None:
@@ -243,15 +257,11 @@ class Objects(_Resource):
         obj = self.service.update_object(ctx(req), namespace, name, self._body(req))
         resp.media = object_view(namespace, obj)
 
-    def on_delete(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
-    ) -> None:
-        self.service.delete_child(ctx(req), "objects", namespace, name)
-        resp.status = falcon.HTTP_204
 
-
-class Properties(_Resource):
+class Properties(_Children):
     """/v2/metadefs/namespaces/{namespace}/properties[/{name}]."""
+
+    KIND = "properties"
 
     def on_get_collection(
         self, req: falcon.Request, resp: falcon.Response, namespace: str
@@ -268,12 +278,6 @@ class Properties(_Resource):
         resp.status = falcon.HTTP_201
         resp.media = property_view(prop)
 
-    def on_delete_collection(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str
-    ) -> None:
-        self.service.delete_children(ctx(req), "properties", namespace)
-        resp.status = falcon.HTTP_204
-
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
     ) -> None:
@@ -287,15 +291,11 @@ class Properties(_Resource):
         prop = self.service.update_property(ctx(req), namespace, name, self._body(req))
         resp.media = property_view(prop)
 
-    def on_delete(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
-    ) -> None:
-        self.service.delete_child(ctx(req), "properties", namespace, name)
-        resp.status = falcon.HTTP_204
 
-
-class Tags(_Resource):
+class Tags(_Children):
     """/v2/metadefs/namespaces/{namespace}/tags[/{name}]."""
+
+    KIND = "tags"
 
     def on_get_collection(
         self, req: falcon.Request, resp: falcon.Response, namespace: str
@@ -317,12 +317,6 @@ class Tags(_Resource):
         resp.status = falcon.HTTP_201
         resp.media = {"tags": [tag_view(t) for t in tags]}
 
-    def on_delete_collection(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str
-    ) -> None:
-        self.service.delete_children(ctx(req), "tags", namespace)
-        resp.status = falcon.HTTP_204
-
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
     ) -> None:
@@ -340,12 +334,6 @@ class Tags(_Resource):
     ) -> None:
         tag = self.service.update_tag(ctx(req), namespace, name, self._body(req))
         resp.media = tag_view(tag)
-
-    def on_delete(
-        self, req: falcon.Request, resp: falcon.Response, namespace: str, name: str
-    ) -> None:
-        self.service.delete_child(ctx(req), "tags", namespace, name)
-        resp.status = falcon.HTTP_204
 
 
 class Associations(_Resource):
