@@ -117,7 +117,11 @@ class RawFormat(DiskFormat):
     def write(
         self, reader: DiskReader, out: BinaryIO, options: dict[str, Any] | None = None
     ) -> None:
-        """Write the disk's bytes; zero extents become holes when ``out`` can seek."""
+        """Write the disk's bytes; zeros become holes when ``out`` can seek.
+
+        Zero extents are skipped, and so are all-zero blocks and the zero
+        tail (whole 4 KiB pages) of data blocks, as qemu-img's ``-S 4k``.
+        """
         if options:
             raise errors.Invalid(f"unknown raw options: {', '.join(sorted(options))}")
         seekable = getattr(out, "seekable", None)
@@ -142,6 +146,14 @@ class RawFormat(DiskFormat):
                     if not sparse:
                         _write_zeros(out, length)
                     continue
+                if sparse:
+                    # Zeros inside data extents (an allocated but unused
+                    # VHDX block, a half-filled cluster) become holes too.
+                    end = _qemu.nonzero_end(data)
+                    if end == 0:
+                        continue
+                    if end < length:
+                        data = memoryview(data)[:end]
                 if fd is not None:
                     _pwrite_all(fd, data, start + offset)
                 else:

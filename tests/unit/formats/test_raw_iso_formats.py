@@ -180,3 +180,39 @@ def test_raw_reader_leaves_the_file_position_alone(tmp_path):
     with RAW.open(buf) as reader:
         assert reader.read(0, 3) == b"abc"
     assert buf.tell() == 7
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"", 0),
+        (bytes(10), 0),
+        (bytes(3 * MiB), 0),
+        (b"x", 1),
+        (b"x" + bytes(4095), 4096),
+        (b"x" + bytes(4096), 4096),
+        (b"x" + bytes(MiB - 1), 4096),
+        (bytes(5000) + b"y", 5001),
+        (bytes(70000) + b"y" + bytes(200000), 73728),
+        (b"z" * 100_000 + bytes(1), 100_001),
+        (b"z" * (MiB - 4096) + bytes(4096), MiB - 4096),
+    ],
+)
+def test_nonzero_end_trims_whole_zero_pages(data, end):
+    from ims.drivers.formats import _qemu
+
+    assert _qemu.nonzero_end(data) == end
+    assert _qemu.nonzero_end(memoryview(bytearray(data))) == end
+    assert not any(data[end:])
+
+
+def test_raw_writer_leaves_holes_for_zeros_inside_data(tmp_path):
+    """Zero blocks and zero tails of data extents are not written (-S 4k)."""
+    disk = b"a" * 5000 + bytes(2 * MiB - 5000) + b"b" * MiB + bytes(MiB)
+    out = tmp_path / "out.raw"
+    with RAW.open(io.BytesIO(disk)) as reader, open(out, "wb") as f:
+        RAW.write(reader, f)
+    assert out.read_bytes() == disk
+    st = os.stat(out)
+    if st.st_blocks * 512 < st.st_size:  # the filesystem keeps holes
+        assert st.st_blocks * 512 <= 8192 + MiB + 65536
