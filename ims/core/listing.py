@@ -122,7 +122,11 @@ def parse_time(raw: str) -> datetime.datetime:
     except ValueError:
         raise errors.Invalid(f"Invalid date-time value: {raw}") from None
     if value.tzinfo is not None:
-        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        except OverflowError:
+            # Year 1 or 9999 with an offset lands outside what datetime holds.
+            raise errors.Invalid(f"Date-time value out of range: {raw}") from None
     return value
 
 
