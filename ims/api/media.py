@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import falcon
 
 from ims import errors
+from ims.api import socketbody
 
 JSON = "application/json"
 PATCH_V21 = "application/openstack-images-v2.1-json-patch"
@@ -30,6 +32,27 @@ def body_stream(req: falcon.Request) -> Any:
     return req.bounded_stream
 
 
+def data_stream(req: falcon.Request) -> Any:
+    """The body of an image-data request (upload, stage), read as cheaply as the server allows."""
+    if req.content_length:
+        fast = socketbody.socket_body(req.env)
+        if fast is not None:
+            return fast
+    return body_stream(req)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    # Python reads 1e400 as infinity; JSON has no such number, and int() of it raises.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
+
+
 def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JSON,)) -> Any:
     """Read and parse a JSON body of at most ``max_size`` bytes."""
     kind = media_type(req)
@@ -44,7 +67,7 @@ def read_json(req: falcon.Request, max_size: int, allowed: tuple[str, ...] = (JS
     if not raw.strip():
         raise errors.Invalid("Malformed JSON in request body: the body is empty.")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as ex:
         raise errors.Invalid(f"Malformed JSON in request body: {ex}") from None
     except RecursionError:

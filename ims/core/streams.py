@@ -186,4 +186,4 @@ class ProbeSample:
         pass
 
     def sample(self) -> Sample:
-        return Sample(head=bytes(self._head), tail=self._tail, size=self.size)
+        return Sample(head=bytes(self._head), tail=bytes(self._tail), size=self.size)

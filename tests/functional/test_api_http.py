@@ -480,6 +480,55 @@ def test_client_disconnect_mid_upload(server: IMSServer, api: Api) -> None:
 # -- download -------------------------------------------------------------------
 
 
+def _read_response(sock_file: Any) -> tuple[int, dict[str, str], bytes]:
+    status = int(sock_file.readline().split()[1])
+    headers = {}
+    while (line := sock_file.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = sock_file.read(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+@pytest.mark.parametrize("size", [3000, 3 * MiB])
+def test_upload_then_pipelined_request_on_one_connection(
+    api: Api, server: IMSServer, size: int
+) -> None:
+    """Body bytes sent with the headers, and a next request sent right behind the body
+    (in the same packet for the small body), are each read once: the upload is exact
+    and the next request is answered."""
+    image = api.create(name="pipelined")
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    upload = (
+        f"PUT /v2/images/{image['id']}/file HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        "X-Project-Id: p1\r\nX-Roles: member\r\n\r\n"
+    ).encode()
+    follow = (
+        f"GET /v2/images/{image['id']} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "X-Project-Id: p1\r\nX-Roles: member\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        if size < 4096:
+            sock.sendall(upload + data + follow)
+        else:
+            sock.sendall(upload + data[:1000])
+            time.sleep(0.2)
+            sock.sendall(data[1000:] + follow)
+        with sock.makefile("rb") as replies:
+            status, _, _ = _read_response(replies)
+            assert status == 204
+            status, _, body = _read_response(replies)
+            assert status == 200, body
+            shown = json.loads(body)
+    assert shown["status"] == "active"
+    assert shown["size"] == len(data)
+    assert shown["checksum"] == hashlib.md5(data).hexdigest()
+    assert api.request("GET", f"/v2/images/{image['id']}/file").content == data
+
+
 def test_download_without_data_is_204(api: Api) -> None:
     image = api.create(name="empty")
     resp = api.request("GET", f"/v2/images/{image['id']}/file")

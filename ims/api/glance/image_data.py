@@ -67,7 +67,7 @@ class ImageFile:
             raise errors.UnsupportedMediaType(content_type=req.content_type or "(none)")
         expected = _declared_size(req)
         store_id = req.get_header("X-Image-Meta-Store") if self.multistore else None
-        self.service.upload(ctx(req), image_id, media.body_stream(req), expected, store_id)
+        self.service.upload(ctx(req), image_id, media.data_stream(req), expected, store_id)
         resp.status = falcon.HTTP_204
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:

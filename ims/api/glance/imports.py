@@ -19,7 +19,7 @@ class Stage:
     def on_put(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         if media.media_type(req) != OCTET:
             raise errors.UnsupportedMediaType(content_type=req.content_type or "(none)")
-        self.service.stage(ctx(req), image_id, media.body_stream(req), _declared_size(req))
+        self.service.stage(ctx(req), image_id, media.data_stream(req), _declared_size(req))
         resp.status = falcon.HTTP_204
 
 
