@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Client
+from tests.conftest import PATCH, Client
 
 
 @pytest.mark.parametrize(
@@ -23,3 +23,21 @@ def test_a_time_filter_out_of_range_is_a_400(api: dict[str, Client], path: str) 
     resp = api["owner"].get(path)
     assert resp.status_code == 400, resp.text
     assert resp.json["error"]["code"] == "IMG.0001"
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "Infinity", "NaN"])
+def test_json_numbers_that_are_not_finite_are_a_400(api: dict[str, Client], number: str) -> None:
+    owner = api["owner"]
+    image = owner.create(name="n")
+    assert owner.upload(image["id"], b"\0" * 512).status_code == 204
+    patch = f'[{{"op": "add", "path": "/min_ram", "value": {number}}}]'
+    query = f'{{"action": "filter", "limit": {number}}}'
+    for method, path, body, media in (
+        ("PATCH", f"/v2/cloudimages/{image['id']}", patch, PATCH),
+        ("POST", "/v2/p1/images/resource_instances/action", query, "application/json"),
+    ):
+        resp = owner._client.simulate_request(
+            method, path, body=body, headers={**owner.headers, "Content-Type": media}
+        )
+        assert resp.status_code == 400, (path, resp.text)
+        assert resp.json["error"]["code"] == "IMG.0001"
