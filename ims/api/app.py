@@ -105,6 +105,8 @@ def create_app(conf: cfg.ConfigOpts, services: Services | None = None) -> Any:
     app.resp_options.secure_cookies_by_default = False
     errors.install(app)
     app.add_error_handler(ims_errors.IMSError, _route_error)
+    app.add_error_handler(falcon.HTTPError, _route_http_error)
+    app.add_error_handler(Exception, _route_unexpected)
     _add_routes(app, services, versions)
     if conf.jobs.api_workers and services.jobs.has_handlers() and services.job_runner is None:
         services.job_runner = JobRunner(services.jobs, conf.jobs.api_workers)
@@ -122,6 +124,27 @@ def _route_error(
         native_errors.handle(req, resp, ex)
     else:
         errors.handle_ims_error(req, resp, ex, params)
+
+
+def _route_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict
+) -> None:
+    """Falcon's own errors (no route, method not allowed) in the request's dialect."""
+    if native_errors.is_native(req):
+        native_errors.handle_http(req, resp, ex)
+    else:
+        errors.handle_http_error(req, resp, ex, params)
+
+
+def _route_unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict
+) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        _route_http_error(req, resp, ex, params)
+    elif native_errors.is_native(req):
+        native_errors.handle_unexpected(req, resp, ex)
+    else:
+        errors.handle_unexpected(req, resp, ex, params)
 
 
 def _add_routes(app: falcon.App, s: Services, versions: list[str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from ims.core import os_versions
 from tests.conftest import PATCH, Client
 
 
@@ -41,3 +42,45 @@ def test_json_numbers_that_are_not_finite_are_a_400(api: dict[str, Client], numb
         )
         assert resp.status_code == 400, (path, resp.text)
         assert resp.json["error"]["code"] == "IMG.0001"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("DELETE", "/v2/p1/images/0c1d2e3f-0000-4000-8000-000000000000/tags/a/b", 404),
+        ("GET", "/v1/p1/jobs/a/b", 404),
+        ("PATCH", "/v2/cloudimages/action", 405),
+        ("POST", "/v1/cloudimages/job/file", 405),
+    ],
+)
+def test_falcon_errors_on_native_paths_have_the_ims_body(
+    api: dict[str, Client], method: str, path: str, status: int
+) -> None:
+    resp = api["owner"]._client.simulate_request(
+        method, path, body="[]", headers={**api["owner"].headers, "Content-Type": PATCH}
+    )
+    assert resp.status_code == status, resp.text
+    assert set(resp.json) == {"error"}
+    assert resp.json["error"]["code"].startswith("IMG.")
+    assert resp.json["error"]["message"]
+    if status == 405:
+        assert resp.headers["allow"]
+
+
+def test_a_bug_on_a_native_path_is_a_500_with_the_ims_body(
+    api: dict[str, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(tags: list[str]) -> list[dict]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(os_versions, "catalogue", broken)
+    resp = api["owner"].get("/v1/cloudimages/os_version")
+    assert resp.status_code == 500
+    assert resp.json["error"]["code"] == "IMG.0001"
+    assert "a bug" not in resp.text
+
+
+def test_glance_paths_keep_the_glance_error_body(api: dict[str, Client]) -> None:
+    resp = api["owner"].get("/v2/images/x/nothing", headers={"Accept": "application/json"})
+    assert resp.status_code == 404
+    assert resp.json["code"] == "404 Not Found"

@@ -67,6 +67,27 @@ def is_native(req: falcon.Request) -> bool:
     )
 
 
+#: Codes for the errors Falcon raises itself: no route, method not allowed.
+_CODE_BY_STATUS = {403: "IMG.0047", 404: "IMG.0027", 413: "IMG.0059"}
+
+
+def handle_http(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:
+    """Falcon's own errors on a native path: same status and headers, the IMS body."""
+    status = ex.status_code
+    message = ex.description or f"{ex.title} ({req.method} {req.path})"
+    render(resp, status, _CODE_BY_STATUS.get(status, "IMG.0001"), message)
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception) -> None:
+    """A bug: logged with its traceback, answered 500 with the IMS body."""
+    request_id = getattr(getattr(req.context, "ims", None), "request_id", "")
+    LOG.exception("Unexpected error in %s %s (%s)", req.method, req.path, request_id)
+    message = f"The server could not complete the request. Request {request_id}"
+    render(resp, 500, "IMG.0001", message)
+
+
 def handle(req: falcon.Request, resp: falcon.Response, ex: errors.IMSError) -> None:
     status = status_for(ex)
     if status >= 500:
