@@ -122,6 +122,8 @@ class _ProgressReader(DiskReader):
         self._inner = inner
         self._progress = progress
         self.virtual_size = inner.virtual_size
+        # Keep the parallel reads a compressed source offers the copy pipeline.
+        self.parallel_reads = getattr(inner, "parallel_reads", 1)
 
     def extents(self) -> Iterator[Extent]:
         for extent in self._inner.extents():
@@ -133,6 +135,14 @@ class _ProgressReader(DiskReader):
         data = self._inner.read(offset, length)
         self._progress(offset + length, self.virtual_size)
         return data
+
+    @property
+    def direct_readinto(self) -> bool:  # type: ignore[override]
+        return self._inner.direct_readinto
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self._inner.readinto(offset, buf)
+        self._progress(offset + len(buf), self.virtual_size)
 
     def close(self) -> None:
         self._inner.close()

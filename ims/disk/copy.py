@@ -15,14 +15,27 @@ Progress = Callable[[int, int], None]
 
 
 def iter_blocks(
-    reader: DiskReader, block_size: int = BLOCK_SIZE, progress: Progress | None = None
-) -> Iterator[tuple[int, int, bytes | None]]:
+    reader: DiskReader,
+    block_size: int = BLOCK_SIZE,
+    progress: Progress | None = None,
+    reuse: bool = False,
+) -> Iterator[tuple[int, int, bytes | memoryview | None]]:
     """Yield ``(offset, length, data)`` over the disk; ``data`` is None for zeros.
 
     Data extents are cut into pieces of at most ``block_size``; a zero extent
     comes out whole, however large.
+
+    With ``reuse``, a reader that fills buffers directly (``direct_readinto``)
+    reads every block into the same buffer, and ``data`` is only valid until
+    the next block is asked for. PERF(ims): a fresh 1 MiB ``bytes`` per
+    block costs page faults each time the allocator hands memory back to
+    the kernel and takes it again (30% of a raw->qcow2 copy's CPU), and a
+    reused buffer stays in the CPU cache.
     """
     total = reader.virtual_size
+    view = None
+    if reuse and reader.direct_readinto:
+        view = memoryview(bytearray(block_size))
     for extent in reader.extents():
         if extent.zero:
             yield extent.offset, extent.length, None
@@ -32,7 +45,12 @@ def iter_blocks(
         pos = extent.offset
         while pos < extent.end:
             length = min(block_size, extent.end - pos)
-            yield pos, length, reader.read(pos, length)
+            if view is None:
+                yield pos, length, reader.read(pos, length)
+            else:
+                piece = view[:length]
+                reader.readinto(pos, piece)
+                yield pos, length, piece
             pos += length
             if progress:
                 progress(pos, total)

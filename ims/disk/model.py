@@ -80,6 +80,18 @@ class DiskReader(abc.ABC):
     def read(self, offset: int, length: int) -> bytes:
         """Return ``length`` bytes at ``offset`` (zeros where unallocated)."""
 
+    #: True when ``readinto`` reads straight into the caller's buffer rather
+    #: than copying the result of ``read``.
+    direct_readinto: bool = False
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the ``len(buf)`` bytes at ``offset``.
+
+        The default copies ``read``'s result; readers that can fill the
+        buffer directly override it and set ``direct_readinto``.
+        """
+        buf[:] = self.read(offset, len(buf))
+
     def close(self) -> None:
         """Release what the reader holds; the underlying file is not closed."""
 

@@ -161,8 +161,11 @@ def _iter_pieces(reader: DiskReader, block_size: int) -> Iterator[tuple[int, int
 
 
 def prefetch_blocks(
-    reader: DiskReader, block_size: int = COPY_BLOCK, depth: int = COPY_DEPTH
-) -> Iterator[tuple[int, int, bytes | None]]:
+    reader: DiskReader,
+    block_size: int = COPY_BLOCK,
+    depth: int = COPY_DEPTH,
+    reuse: bool = False,
+) -> Iterator[tuple[int, int, bytes | memoryview | None]]:
     """``iter_blocks``, run ahead in reader threads when decompression pays for it.
 
     A reader that declares ``parallel_reads > 1`` (compressed images) gets
@@ -175,11 +178,12 @@ def prefetch_blocks(
     that is read, checked and written by one thread stays in that core's
     cache; handing it to another thread measured 1.5-2x the CPU time of the
     whole raw<->qcow2 copy, and on a busy machine the CPU time is the wall
-    time.
+    time. With ``reuse``, such a reader fills one buffer again and again
+    (see ``iter_blocks``): each block is valid until the next is asked for.
     """
     parallel = max(1, int(getattr(reader, "parallel_reads", 1)))
     if parallel == 1:
-        yield from iter_blocks(reader, block_size)
+        yield from iter_blocks(reader, block_size, reuse=reuse)
         return
     queue_: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -293,6 +297,24 @@ class FileView:
                 return self.file.read(length)
             finally:
                 self.file.seek(saved)
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` from ``offset``; return the bytes read (short only at EOF)."""
+        length = len(view)
+        if self.fd is None:
+            data = self.pread(offset, length)
+            view[: len(data)] = data
+            return len(data)
+        got = 0
+        try:
+            while got < length:
+                n = os.preadv(self.fd, [view[got:]], offset + got)
+                if n <= 0:
+                    break
+                got += n
+        except OSError as ex:
+            raise self.error(f"read failed at {offset + got}: {ex}") from ex
+        return got
 
     def read_exact(self, offset: int, length: int, what: str) -> bytes:
         """Read exactly ``length`` bytes of metadata, or raise ImageFormatError."""
@@ -509,17 +531,49 @@ class ClusterReader(DiskReader):
 
     # reads ---------------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        return self._assemble(self._pieces(offset, length))
+
+    direct_readinto = True
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        length = len(buf)
+        self._check_range(offset, length)
+        if length == 0:
+            return
+        pieces = self._pieces(offset, length)
+        compressed = [p for p in pieces if type(p) is tuple and p[0] == "c"]
+        inflated = self._inflate_all(compressed) if compressed else {}
+        pos = 0
+        for piece in pieces:
+            if type(piece) is not tuple:
+                n = len(piece)
+                buf[pos : pos + n] = piece
+            elif piece[0] == "run":
+                n = piece[2]
+                got = self.view.readinto(piece[1], buf[pos : pos + n])
+                if got < n:
+                    # A data cluster ending past EOF reads as zeros (see _read_data).
+                    buf[pos + got : pos + n] = zeros(n - got)
+            else:
+                _, _, within, n = piece
+                buf[pos : pos + n] = memoryview(inflated[id(piece)])[within : within + n]
+            pos += n
+
+    def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
             raise errors.Invalid(
                 f"read of {length} bytes at {offset} is outside the {self.fmt} disk"
             )
-        if length == 0:
-            return b""
+
+    def _pieces(self, offset: int, length: int) -> list:
+        """Plan a read: zero bytes, ("run", host, n) reads, ("c", value, within, n)."""
         cbits = self.cluster_bits
         cs = self.cluster_size
         pbits = self.page_bits
         pmask = PAGE_ENTRIES - 1
-        # pieces: bytes, or ("run", host, n) coalesced reads, or ("c", value, within, n)
         pieces: list = []
         run_host = -1
         run_len = 0
@@ -572,7 +626,7 @@ class ClusterReader(DiskReader):
             pieces.append(("run", run_host, run_len))
         if zero_len:
             pieces.append(zeros(zero_len))
-        return self._assemble(pieces)
+        return pieces
 
     def _sub_pieces(self, pieces: list, subs: tuple, within: int, n: int) -> None:
         """Append the pieces of [within, within+n) of a subclustered cluster."""

@@ -184,6 +184,30 @@ class MappedReader(DiskReader):
             return parts[0] if isinstance(parts[0], bytes) else bytes(parts[0])
         return b"".join(parts)
 
+    @property
+    def direct_readinto(self) -> bool:  # type: ignore[override]
+        # A subclass with a read of its own (compressed VMDK grains) keeps
+        # the copying default: the runs alone do not describe its data.
+        return type(self).read is MappedReader.read
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        if not self.direct_readinto:
+            super().readinto(offset, buf)
+            return
+        length = len(buf)
+        self._check_range(offset, length)
+        pos = 0
+        for _goff, glen, host in _coalesce(self._runs(offset, length)):
+            piece = buf[pos : pos + glen]
+            if host >= 0:
+                self.source.readinto(piece, host)
+            else:
+                for zero in zero_pieces(glen):
+                    n = len(zero)
+                    piece[:n] = zero
+                    piece = piece[n:]
+            pos += glen
+
 
 def zero_pieces(length: int) -> Iterator[memoryview]:
     """Yield views of the shared zero block adding up to ``length`` bytes."""

@@ -427,16 +427,21 @@ def _options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def iter_cluster_blocks(
-    reader: DiskReader, cluster_size: int, block_size: int = _qemu.COPY_BLOCK
+    reader: DiskReader,
+    cluster_size: int,
+    block_size: int = _qemu.COPY_BLOCK,
+    reuse: bool = False,
 ) -> Iterator[tuple[int, int, bytes | memoryview | None]]:
     """Yield ``(first_cluster, n_clusters, data)`` covering the disk in cluster units.
 
     ``data`` is ``n_clusters * cluster_size`` bytes, or None for zeros; the
     cluster that straddles an extent boundary or the disk end is assembled
-    and zero padded, everything else is passed through without copies.
+    and zero padded, everything else is passed through without copies. With
+    ``reuse``, ``data`` may be a view of a buffer that is refilled once the
+    next item is asked for.
     """
     # A block of at least one cluster, so whole clusters pass through uncopied.
-    blocks = _qemu.prefetch_blocks(reader, max(block_size, cluster_size))
+    blocks = _qemu.prefetch_blocks(reader, max(block_size, cluster_size), reuse=reuse)
     try:
         yield from _cluster_blocks(blocks, cluster_size)
     finally:
@@ -767,13 +772,17 @@ class _Writer:
     def run(self, reader: DiskReader) -> None:
         # Closing the stream stops the prefetch thread before we return, even
         # on error, so the caller can safely close the source file.
-        with contextlib.closing(iter_cluster_blocks(reader, self.cs)) as stream:
-            if self.opts["compress"]:
+        packed = self.opts["compress"]
+        # Compressed blocks wait in a thread pool, so only the plain copy may
+        # let the source reuse its buffer; it writes each block out first.
+        with contextlib.closing(iter_cluster_blocks(reader, self.cs, reuse=not packed)) as stream:
+            if packed:
                 self._run_packed(stream)
             else:
                 for first, n, data in stream:
                     if data is not None:
                         self._plain(first, n, data)
+                        self.app.flush()
         self._finish()
 
     def _run_packed(self, stream: Iterator[tuple[int, int, Any]]) -> None:

@@ -82,6 +82,19 @@ class RawReader(DiskReader):
         finally:
             os.lseek(fd, saved, os.SEEK_SET)
 
+    direct_readinto = True
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        length = len(buf)
+        if offset < 0 or offset + length > self.virtual_size:
+            raise errors.Invalid(f"read of {length} bytes at {offset} is outside the disk")
+        got = self.view.readinto(offset, buf)
+        if got != length:
+            if offset + length > self.view.size:
+                buf[got:] = _qemu.zeros(length - got)
+            else:
+                raise errors.ImageFormatError(format=self.fmt, reason="file shrank while reading")
+
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
             raise errors.Invalid(f"read of {length} bytes at {offset} is outside the disk")
@@ -139,7 +152,8 @@ class RawFormat(DiskFormat):
         if fd is not None:
             out.flush()
         size = reader.virtual_size
-        blocks = _qemu.prefetch_blocks(reader)
+        # Each block is written before the next is read: one reused buffer.
+        blocks = _qemu.prefetch_blocks(reader, reuse=True)
         try:
             for offset, length, data in blocks:
                 if data is None:
