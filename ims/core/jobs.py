@@ -55,6 +55,7 @@ class JobRecord:
     begin_time: datetime.datetime | None
     end_time: datetime.datetime | None
     created_at: datetime.datetime
+    worker: str | None = None
 
 
 def _record(row: Job) -> JobRecord:
@@ -73,6 +74,7 @@ def _record(row: Job) -> JobRecord:
         row.begin_time,
         row.end_time,
         row.created_at,
+        row.worker,
     )
 
 
@@ -84,6 +86,10 @@ class JobFailed(errors.IMSError):
     def __init__(self, reason: str, code: str = "IMG.0001") -> None:
         super().__init__(reason=reason)
         self.code = code
+
+
+class JobLost(Exception):
+    """This worker's claim on a job was taken over (it was thought dead): stop quietly."""
 
 
 class JobContext:
@@ -105,6 +111,7 @@ class JobContext:
         """Record progress (0-100) and merge the entities gathered so far."""
         self.service._update(
             self.job.id,
+            fence=self.job,
             process_percent=max(0.0, min(100.0, percent)),
             current_task=current_task,
             entities=dict(self.entities),
@@ -254,6 +261,9 @@ class JobService:
             return
         try:
             entities = handler(jctx)
+        except JobLost:
+            LOG.warning("Job %s was taken over by another worker; this attempt stops", job.id)
+            return
         except Exception as ex:  # noqa: BLE001 - every failure ends the job
             code = getattr(ex, "code", None) if isinstance(ex, JobFailed) else None
             reason = str(ex) or type(ex).__name__
@@ -263,13 +273,18 @@ class JobService:
             self._finish(
                 job.id,
                 FAIL,
+                fence=job,
                 fail_reason=reason,
                 error_code=code or "IMG.0001",
                 entities=jctx.entities,
             )
             return
         self._finish(
-            job.id, SUCCESS, entities={**jctx.entities, **(entities or {})}, process_percent=100.0
+            job.id,
+            SUCCESS,
+            fence=job,
+            entities={**jctx.entities, **(entities or {})},
+            process_percent=100.0,
         )
 
     def _cleanup(self, job: JobRecord, params: dict[str, Any], reason: str) -> None:
@@ -296,13 +311,34 @@ class JobService:
                 .values(heartbeat_at=utcnow())
             )
 
-    def _update(self, job_id: str, **values: Any) -> None:
-        values["updated_at"] = utcnow()
-        with self.db.session() as session:
-            session.execute(sa.update(Job).where(Job.id == job_id).values(**values))
+    def _update(self, job_id: str, fence: JobRecord | None = None, **values: Any) -> None:
+        """Write ``values``; with ``fence``, only while that claim still owns the job.
 
-    def _finish(self, job_id: str, status: str, **values: Any) -> None:
-        self._update(job_id, status=status, end_time=utcnow(), **values)
+        Raises JobLost when the fence fails: a worker that stalled past
+        ``stale_after`` must not overwrite what the worker that took over does.
+        """
+        values["updated_at"] = utcnow()
+        stmt = sa.update(Job).where(Job.id == job_id)
+        if fence is not None:
+            stmt = stmt.where(
+                Job.worker == fence.worker,
+                Job.attempts == fence.attempts,
+                Job.status == RUNNING,
+            )
+        with self.db.session() as session:
+            updated = session.execute(stmt.values(**values)).rowcount
+        if fence is not None and not updated:
+            raise JobLost(job_id)
+
+    def _finish(
+        self, job_id: str, status: str, fence: JobRecord | None = None, **values: Any
+    ) -> None:
+        try:
+            self._update(job_id, fence=fence, status=status, end_time=utcnow(), **values)
+        except JobLost:
+            LOG.warning(
+                "Job %s was taken over; its %s from this attempt is dropped", job_id, status
+            )
 
 
 class JobRunner:

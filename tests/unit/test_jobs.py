@@ -137,6 +137,34 @@ def test_dead_worker_job_is_resumed(service):
     assert resumed == [True]
 
 
+def test_a_stalled_worker_cannot_overwrite_the_worker_that_took_over(service):
+    """Worker A stalls past stale_after; B resumes the job. A's late progress stops A,
+    and A's late result is dropped: the job keeps B's outcome."""
+    events = []
+
+    def handler(jctx):
+        events.append(jctx.job.worker)
+        jctx.progress(50, "working")
+        return {"by": jctx.job.worker}
+
+    service.register("fenced", handler)
+    job_id = service.submit(CTX, "fenced", {})
+    stalled = service.claim("worker-a")
+    _make_stale(service, job_id)
+    taken_over = service.claim("worker-b")
+    assert taken_over[0].attempts == 2
+    service.run(taken_over)
+    assert service.get(CTX, job_id).entities["by"] == "worker-b"
+    service.run(stalled)  # A wakes up: its progress report finds the job is not its own
+    job = service.get(CTX, job_id)
+    assert events == ["worker-b", "worker-a"]
+    assert job.status == jobs.SUCCESS and job.entities["by"] == "worker-b"
+    with pytest.raises(jobs.JobLost):
+        jobs.JobContext(service, stalled[0], None, []).progress(10)
+    service._finish(job_id, jobs.FAIL, fence=stalled[0], fail_reason="late")
+    assert service.get(CTX, job_id).status == jobs.SUCCESS
+
+
 def test_job_that_keeps_killing_workers_fails(service):
     cleaned = []
     service.register("doomed", lambda jctx: None, cleanup=lambda j, r: cleaned.append(r))
