@@ -53,6 +53,8 @@ CHECKS = [
 CONF = """
 [DEFAULT]
 enabled_backends = main:filesystem, far:filesystem
+show_image_direct_url = true
+show_multiple_locations = true
 [glance_store]
 default_backend = main
 [main]
