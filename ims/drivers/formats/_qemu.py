@@ -85,6 +85,31 @@ def zeros(length: int) -> bytes:
     return buf
 
 
+#: Shared zeros to compare buffers with and to fill them from, whatever their
+#: length. PERF(ims): a zero buffer per length made the copy loop allocate
+#: (and page-fault) a new one for every odd-sized gap. calloc'd and never
+#: written, so it costs no resident memory.
+_ZERO_MAX = bytes(4 * 1024 * 1024)
+_ZERO_MAX_VIEW = memoryview(_ZERO_MAX)
+
+
+def is_zero(view: memoryview) -> bool:
+    """Tell whether ``view`` (a byte view) is all zeros: memcmp, no allocation."""
+    size = len(view)
+    step = len(_ZERO_MAX)
+    if size <= step:
+        return _ZERO_MAX.startswith(view)
+    return all(_ZERO_MAX.startswith(view[i : i + step]) for i in range(0, size, step))
+
+
+def fill_zero(view: memoryview) -> None:
+    """Set every byte of ``view`` (a byte view) to zero, without allocating."""
+    step = len(_ZERO_MAX)
+    for i in range(0, len(view), step):
+        n = min(step, len(view) - i)
+        view[i : i + n] = _ZERO_MAX_VIEW[:n]
+
+
 #: Granularity of zero detection inside data blocks (qemu-img's default -S).
 ZERO_PAGE = 4096
 _SCAN_STEP = 64 * 1024
@@ -103,13 +128,13 @@ def nonzero_end(data: bytes | bytearray | memoryview) -> int:
     if not size:
         return 0
     view = memoryview(data).cast("B")
-    zero = zeros(min(size, _SCAN_STEP))
+    zero = _ZERO_MAX
     last = size - ((size - 1) % ZERO_PAGE + 1)  # start of the last page
     if not zero.startswith(view[last:]):
         return size
     # NOTE(ims): bytes.startswith(view) is a memcmp; view == bytes compares
     # item by item, ~70x slower.
-    if zeros(size).startswith(view):
+    if is_zero(view):
         return 0
     end = last
     for step in (_SCAN_STEP, ZERO_PAGE):
@@ -158,6 +183,168 @@ def _iter_pieces(reader: DiskReader, block_size: int) -> Iterator[tuple[int, int
             length = min(block_size, extent.end - pos)
             yield pos, length, False
             pos += length
+
+
+def copy_pieces(
+    reader: DiskReader,
+    work: Callable[[int, memoryview], None],
+    threads: int,
+    block_size: int = COPY_BLOCK,
+) -> None:
+    """Call ``work(offset, data)`` for every data piece of the disk, unordered.
+
+    Each of ``threads`` threads takes the next piece, reads it into its own
+    buffer and hands it to ``work`` (which must be thread safe and done with
+    ``data`` when it returns). PERF(ims): a piece is read, checked and
+    written by one thread, so it stays in that core's cache, while the
+    threads keep every core (and the disk) busy: qemu-img keeps several
+    requests in flight too. The first failure stops every thread and is
+    raised here; every thread is done with the reader when this returns.
+    """
+    pieces = ((off, n) for off, n, zero in _iter_pieces(reader, block_size) if not zero)
+    direct = reader.direct_readinto
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        view = memoryview(bytearray(block_size)) if direct else None
+        try:
+            while not failures:
+                with lock:
+                    item = next(pieces, None)
+                if item is None:
+                    return
+                off, n = item
+                if view is None:
+                    work(off, memoryview(reader.read(off, n)))
+                else:
+                    piece = view[:n]
+                    reader.readinto(off, piece)
+                    work(off, piece)
+        except BaseException as ex:  # re-raised by the caller
+            failures.append(ex)
+
+    if threads <= 1:
+        run()
+    else:
+        started = [threading.Thread(target=run, name="ims-copy") for _ in range(threads)]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join()
+    if failures:
+        raise failures[0]
+
+
+def data_windows(
+    reader: DiskReader, window: int
+) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """Yield ``(start, length, ranges)`` for each ``window``-aligned window holding data.
+
+    ``ranges`` are the ``(offset, length)`` data parts inside the window, in
+    order; the rest of the window reads as zeros. Windows without data are
+    skipped. The last window may be short.
+    """
+    size = reader.virtual_size
+    current = -1
+    ranges: list[tuple[int, int]] = []
+    for extent in reader.extents():
+        if extent.zero or extent.length == 0:
+            continue
+        pos = extent.offset
+        end = min(extent.end, size)
+        while pos < end:
+            start = pos - pos % window
+            stop = min(end, start + window)
+            if start != current:
+                if ranges:
+                    yield current, min(window, size - current), ranges
+                current, ranges = start, []
+            ranges.append((pos, stop - pos))
+            pos = stop
+    if ranges:
+        yield current, min(window, size - current), ranges
+
+
+def fill_window(
+    reader: DiskReader, start: int, ranges: list[tuple[int, int]], view: memoryview
+) -> None:
+    """Fill ``view`` with the disk from ``start``: ``ranges`` read, the rest zeros."""
+    pos = 0
+    for offset, length in ranges:
+        inner = offset - start
+        if inner > pos:
+            fill_zero(view[pos:inner])
+        reader.readinto(offset, view[inner : inner + length])
+        pos = inner + length
+    if pos < len(view):
+        fill_zero(view[pos:])
+
+
+def ordered_windows(
+    reader: DiskReader,
+    window: int,
+    threads: int,
+    scan: Callable[[memoryview], Any],
+    plan: Callable[[int, memoryview, Any], Callable[[], None] | None],
+) -> None:
+    """Copy the disk's data windows on ``threads`` threads, deciding in disk order.
+
+    Each thread takes the next data window, fills its own buffer (``window``
+    bytes, zeros past the data, see ``fill_window``) and runs ``scan(view)``;
+    then, one thread at a time and in window order, ``plan(start, view,
+    scanned)``, which may return a follow-up (the write) run outside the
+    order. PERF(ims): a window is read, scanned and written by one thread,
+    so it stays in that core's cache, while another thread's I/O runs: a
+    writer that allocates in disk order (qcow2) still keeps every core busy.
+    The first failure stops every thread and is raised here.
+    """
+    windows = enumerate(data_windows(reader, window))
+    take = threading.Lock()
+    turn = threading.Condition()
+    state = {"next": 0}
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        view = memoryview(bytearray(window))
+        try:
+            while not failures:
+                with take:
+                    item = next(windows, None)
+                if item is None:
+                    return
+                seq, (start, length, ranges) = item
+                fill_window(reader, start, ranges, view[:length])
+                if length < window:
+                    fill_zero(view[length:])
+                scanned = scan(view)
+                with turn:
+                    while state["next"] != seq and not failures:
+                        turn.wait()
+                    if failures:
+                        return
+                    try:
+                        follow = plan(start, view, scanned)
+                    finally:
+                        state["next"] = seq + 1
+                        turn.notify_all()
+                if follow is not None:
+                    follow()
+        except BaseException as ex:  # re-raised by the caller
+            with turn:
+                failures.append(ex)
+                turn.notify_all()
+
+    if threads <= 1:
+        run()
+    else:
+        started = [threading.Thread(target=run, name="ims-copy") for _ in range(threads)]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join()
+    if failures:
+        raise failures[0]
 
 
 def prefetch_blocks(
@@ -548,15 +735,15 @@ class ClusterReader(DiskReader):
         inflated = self._inflate_all(compressed) if compressed else {}
         pos = 0
         for piece in pieces:
-            if type(piece) is not tuple:
-                n = len(piece)
-                buf[pos : pos + n] = piece
+            if type(piece) is int:
+                n = piece
+                fill_zero(buf[pos : pos + n])
             elif piece[0] == "run":
                 n = piece[2]
                 got = self.view.readinto(piece[1], buf[pos : pos + n])
                 if got < n:
                     # A data cluster ending past EOF reads as zeros (see _read_data).
-                    buf[pos + got : pos + n] = zeros(n - got)
+                    fill_zero(buf[pos + got : pos + n])
             else:
                 _, _, within, n = piece
                 buf[pos : pos + n] = memoryview(inflated[id(piece)])[within : within + n]
@@ -569,7 +756,7 @@ class ClusterReader(DiskReader):
             )
 
     def _pieces(self, offset: int, length: int) -> list:
-        """Plan a read: zero bytes, ("run", host, n) reads, ("c", value, within, n)."""
+        """Plan a read: n zero bytes (an int), ("run", host, n) reads, ("c", value, within, n)."""
         cbits = self.cluster_bits
         cs = self.cluster_size
         pbits = self.page_bits
@@ -598,7 +785,7 @@ class ClusterReader(DiskReader):
                     run_len += n
                 else:
                     if zero_len:
-                        pieces.append(zeros(zero_len))
+                        pieces.append(zero_len)
                         zero_len = 0
                     if run_len:
                         pieces.append(("run", run_host, run_len))
@@ -614,7 +801,7 @@ class ClusterReader(DiskReader):
                     pieces.append(("run", run_host, run_len))
                     run_len = 0
                 if zero_len:
-                    pieces.append(zeros(zero_len))
+                    pieces.append(zero_len)
                     zero_len = 0
                 value = found[1][ci & pmask]  # type: ignore[index]
                 if value[0] == "c":
@@ -625,7 +812,7 @@ class ClusterReader(DiskReader):
         if run_len:
             pieces.append(("run", run_host, run_len))
         if zero_len:
-            pieces.append(zeros(zero_len))
+            pieces.append(zero_len)
         return pieces
 
     def _sub_pieces(self, pieces: list, subs: tuple, within: int, n: int) -> None:
@@ -638,7 +825,7 @@ class ClusterReader(DiskReader):
                 if sub_host:
                     pieces.append(("run", sub_host + (lo - sub_off), hi - lo))
                 else:
-                    pieces.append(zeros(hi - lo))
+                    pieces.append(hi - lo)
             sub_off += sub_len
 
     def _read_data(self, host: int, length: int) -> bytes:
@@ -656,8 +843,8 @@ class ClusterReader(DiskReader):
             inflated = self._inflate_all(compressed)
         out: list[bytes] = []
         for piece in pieces:
-            if type(piece) is not tuple:
-                out.append(piece)
+            if type(piece) is int:
+                out.append(zeros(piece))
             elif piece[0] == "run":
                 out.append(self._read_data(piece[1], piece[2]))
             else:

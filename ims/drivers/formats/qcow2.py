@@ -25,7 +25,7 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import zstandard
@@ -595,6 +595,26 @@ class _Appender:
             self.flush()
         return off
 
+    def reserve(self, length: int) -> int:
+        """Allocate ``length`` bytes (whole clusters) for the caller to write; return the offset.
+
+        What is batched so far is written first, so the batch stays one
+        contiguous range after the reserved one.
+        """
+        if self.pos % self.cs:
+            pad = self.cs - self.pos % self.cs
+            self.batch.append(_qemu.zeros(pad))
+            self.pos += pad
+        self.flush()
+        off = self.pos
+        self.pos += length
+        self._ref(off >> self.cb, (off + length - 1) >> self.cb)
+        self.batch_start = self.pos
+        while self.pending:
+            window, counts = self.pending.pop(0)
+            self.refblocks[window] = self._emit(_block_bytes(counts), self.cs, True)
+        return off
+
     def flush(self) -> None:
         if self.batch:
             self.sink.write(self.batch_start, self.batch)
@@ -752,6 +772,45 @@ class _Writer:
                 self._set(first + k, (off + (k - i) * cs) | COPIED)
             i = j
 
+    def _scan(self, view: memoryview) -> list[bool]:
+        """Tell which clusters of a window hold data (run outside the order lock)."""
+        cs = self.cs
+        zero = _qemu.zeros(cs)
+        return [not zero.startswith(view[i : i + cs]) for i in range(0, len(view), cs)]
+
+    def _plan(self, start: int, view: memoryview, used: list[bool]) -> Callable[[], None] | None:
+        """Allocate a window's data clusters in disk order; return the write."""
+        cs = self.cs
+        first = start >> self.cb
+        n = len(used)
+        writes: list[tuple[int, memoryview]] = []
+        i = 0
+        while i < n:
+            if not used[i]:
+                i += 1
+                continue
+            # A run of data clusters in the same L2 table: one reservation.
+            j = i + 1
+            limit = min(n, i + (self.l2_entries - ((first + i) & (self.l2_entries - 1))))
+            while j < limit and used[j]:
+                j += 1
+            self._l2_for(first + i)
+            off = self.app.reserve((j - i) * cs)
+            writes.append((off, view[i * cs : j * cs]))
+            for k in range(i, j):
+                self._set(first + k, (off + (k - i) * cs) | COPIED)
+            i = j
+        self.app.flush()  # L2 tables and refcount blocks the window completed
+        if not writes:
+            return None
+        sink = self.sink
+
+        def write() -> None:
+            for off, data in writes:
+                sink.write(off, [data])
+
+        return write
+
     def _packed(self, first: int, n: int, data: Any, results: list) -> None:
         cs = self.cs
         mv = memoryview(data)
@@ -770,9 +829,17 @@ class _Writer:
                 self._set(cluster, COMPRESSED | (nsec << self.c_shift) | off)
 
     def run(self, reader: DiskReader) -> None:
+        packed = self.opts["compress"]
+        if not packed and self.sink.fd is not None and getattr(reader, "parallel_reads", 1) <= 1:
+            # Positional writes: threads copy windows while clusters are
+            # still allocated in disk order, so the layout is the serial one.
+            window = max(_qemu.COPY_BLOCK, self.cs)
+            threads = _qemu.workers()
+            _qemu.ordered_windows(reader, window, threads, self._scan, self._plan)
+            self._finish()
+            return
         # Closing the stream stops the prefetch thread before we return, even
         # on error, so the caller can safely close the source file.
-        packed = self.opts["compress"]
         # Compressed blocks wait in a thread pool, so only the plain copy may
         # let the source reuse its buffer; it writes each block out first.
         with contextlib.closing(iter_cluster_blocks(reader, self.cs, reuse=not packed)) as stream:

@@ -9,6 +9,7 @@ where the disk is zero when the output can seek, and writes zeros otherwise.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ class RawReader(DiskReader):
         got = self.view.readinto(offset, buf)
         if got != length:
             if offset + length > self.view.size:
-                buf[got:] = _qemu.zeros(length - got)
+                _qemu.fill_zero(buf[got:])
             else:
                 raise errors.ImageFormatError(format=self.fmt, reason="file shrank while reading")
 
@@ -152,6 +153,15 @@ class RawFormat(DiskFormat):
         if fd is not None:
             out.flush()
         size = reader.virtual_size
+        if fd is not None and getattr(reader, "parallel_reads", 1) == 1:
+            # Positional writes: every thread copies its own pieces.
+            _qemu.copy_pieces(
+                reader,
+                functools.partial(_write_piece, fd, start),
+                _qemu.workers(),
+            )
+            _finish_sparse(out, start, size)
+            return
         # Each block is written before the next is read: one reused buffer.
         blocks = _qemu.prefetch_blocks(reader, reuse=True)
         try:
@@ -178,12 +188,25 @@ class RawFormat(DiskFormat):
             # Stop the prefetch thread before the caller may close the source.
             blocks.close()
         if sparse:
-            _truncate(out, start + size)
-            # Some outputs (BytesIO) cannot grow by truncating: write the last byte.
-            if size and out.seek(0, os.SEEK_END) < start + size:
-                out.seek(start + size - 1)
-                out.write(b"\0")
-            out.seek(start + size)
+            _finish_sparse(out, start, size)
+
+
+def _write_piece(fd: int, start: int, offset: int, data: memoryview) -> None:
+    # Zeros inside data extents (an allocated but unused VHDX block, a
+    # half-filled cluster) become holes too.
+    end = _qemu.nonzero_end(data)
+    if end:
+        _pwrite_all(fd, data[:end], start + offset)
+
+
+def _finish_sparse(out: BinaryIO, start: int, size: int) -> None:
+    """Give the output its full size, the zero tail as a hole."""
+    _truncate(out, start + size)
+    # Some outputs (BytesIO) cannot grow by truncating: write the last byte.
+    if size and out.seek(0, os.SEEK_END) < start + size:
+        out.seek(start + size - 1)
+        out.write(b"\0")
+    out.seek(start + size)
 
 
 def _call_quietly(func: Any) -> bool:
