@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 
 import pytest
-from falcon import testing
 
-from ims import conf as ims_conf
 from ims import errors
-from ims.api.app import build_services, create_app
 from ims.context import RequestContext, expand_roles
 from ims.core import os_versions
 from ims.core.native_quotas import QuotaService, enforce_private_image_quota
-from tests.conftest import Client
+from tests.unit.native_support import ims_error, wait_job
 
 DATA = b"\x01" * 4096
 EP = "4f4c1bd4-3c1b-4a55-9f60-1f2b5f0b6a11"
-
-
-def ims_error(resp, code, status=400):
-    assert resp.status_code == status, resp.text
-    assert resp.json["error"]["code"] == code, resp.json
-    assert resp.json["error"]["message"]
 
 
 def active(client, **body):
@@ -40,48 +30,6 @@ def listed(client, query=""):
 
 def names(client, query=""):
     return sorted(i["name"] for i in listed(client, query))
-
-
-def wait_job(client, project, job_id, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/{project}/jobs/{job_id}").json
-        if job["status"] in ("SUCCESS", "FAIL"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def native(tmp_path):
-    """Build apps whose in-process job runner stops with the test."""
-    built = []
-
-    def build(**overrides):
-        conf = ims_conf.load([])
-        # Each app its own database, so no runner takes another app's jobs.
-        conf.set_override("state_path", str(tmp_path / f"state{len(built)}"))
-        conf.set_override("poll_interval", 0.05, group="jobs")
-        conf.set_override("api_workers", 1, group="jobs")
-        for key, value in overrides.items():
-            group, _, name = key.rpartition("__")
-            conf.set_override(name, value, group=group or None)
-        services = build_services(conf)
-        built.append(services)
-        client = testing.TestClient(create_app(conf, services))
-        clients = {
-            "admin": Client(client, "adminproject", "admin"),
-            "owner": Client(client, "p1", "member"),
-            "other": Client(client, "p2", "member"),
-            "third": Client(client, "p3", "member"),
-        }
-        return clients, services
-
-    yield build
-    for services in built:
-        if services.job_runner is not None:
-            services.job_runner.stop()
-        services.db.engine.dispose()
 
 
 @pytest.fixture

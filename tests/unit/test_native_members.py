@@ -3,50 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import time
 
 import pytest
 import sqlalchemy as sa
-from falcon import testing
 
-from ims import conf as ims_conf
-from ims.api.app import build_services, create_app
 from ims.db.job_models import Job
-from tests.conftest import Client
+from tests.unit.native_support import ims_error, wait_job
 
 DATA = b"\x02" * 4096
-
-
-@pytest.fixture
-def native(tmp_path):
-    """Build apps whose in-process job runner stops with the test."""
-    built = []
-
-    def build(api_workers=1, **overrides):
-        conf = ims_conf.load([])
-        # Each app its own database, so no runner takes another app's jobs.
-        conf.set_override("state_path", str(tmp_path / f"state{len(built)}"))
-        conf.set_override("poll_interval", 0.05, group="jobs")
-        conf.set_override("api_workers", api_workers, group="jobs")
-        for key, value in overrides.items():
-            group, _, name = key.rpartition("__")
-            conf.set_override(name, value, group=group or None)
-        services = build_services(conf)
-        built.append(services)
-        client = testing.TestClient(create_app(conf, services))
-        clients = {
-            "admin": Client(client, "adminproject", "admin"),
-            "owner": Client(client, "p1", "member"),
-            "other": Client(client, "p2", "member"),
-            "third": Client(client, "p3", "member"),
-        }
-        return clients, services
-
-    yield build
-    for services in built:
-        if services.job_runner is not None:
-            services.job_runner.stop()
-        services.db.engine.dispose()
 
 
 @pytest.fixture
@@ -54,26 +18,10 @@ def api(native):
     return native()[0]
 
 
-def ims_error(resp, code, status=400):
-    assert resp.status_code == status, resp.text
-    assert resp.json["error"]["code"] == code, resp.json
-
-
 def active(client, **body):
     image = client.create(**body)
     assert client.upload(image["id"], DATA).status_code == 204
     return image
-
-
-def wait_job(client, project, job_id, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = client.get(f"/v1/{project}/jobs/{job_id}")
-        assert resp.status_code == 200, resp.text
-        if resp.json["status"] in ("SUCCESS", "FAIL"):
-            return resp.json
-        assert time.monotonic() < deadline, resp.json
-        time.sleep(0.05)
 
 
 def batch(client, method, body):

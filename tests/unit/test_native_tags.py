@@ -3,52 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from falcon import testing
 
-from ims import conf as ims_conf
-from ims.api.app import build_services, create_app
 from ims.core import kvtags
-from tests.conftest import Client
-
-
-@pytest.fixture
-def native(tmp_path):
-    """Build apps whose in-process job runner stops with the test."""
-    built = []
-
-    def build(**overrides):
-        conf = ims_conf.load([])
-        # Each app its own database, so no runner takes another app's jobs.
-        conf.set_override("state_path", str(tmp_path / f"state{len(built)}"))
-        conf.set_override("poll_interval", 0.05, group="jobs")
-        conf.set_override("api_workers", 1, group="jobs")
-        for key, value in overrides.items():
-            group, _, name = key.rpartition("__")
-            conf.set_override(name, value, group=group or None)
-        services = build_services(conf)
-        built.append(services)
-        client = testing.TestClient(create_app(conf, services))
-        return {
-            "admin": Client(client, "adminproject", "admin"),
-            "owner": Client(client, "p1", "member"),
-            "other": Client(client, "p2", "member"),
-        }
-
-    yield build
-    for services in built:
-        if services.job_runner is not None:
-            services.job_runner.stop()
-        services.db.engine.dispose()
+from tests.unit.native_support import ims_error
 
 
 @pytest.fixture
 def api(native):
-    return native()
-
-
-def ims_error(resp, code, status=400):
-    assert resp.status_code == status, resp.text
-    assert resp.json["error"]["code"] == code, resp.json
+    return native()[0]
 
 
 def glance_tags(client, image_id):
@@ -131,7 +93,7 @@ def test_bad_tags(api, tag):
 
 
 def test_limits(native):
-    owner = native(native__max_image_tags=3)["owner"]
+    owner = native(native__max_image_tags=3)[0]["owner"]
     image = owner.create(name="t")
     base = f"/v2/p1/images/{image['id']}/tags"
     for key in ("a", "b", "c"):
@@ -141,7 +103,7 @@ def test_limits(native):
     assert post(owner, base, {"tag": {"key": "a", "value": "2"}}).status_code == 204
     resp = post(owner, f"{base}/action", {"action": "create", "tags": [{"key": "e"}]})
     ims_error(resp, "IMG.0116", 400)
-    owner = native()["owner"]
+    owner = native()[0]["owner"]
     image = owner.create(name="ten")
     base = f"/v2/p1/images/{image['id']}/tags"
     many = [{"key": f"k{i}", "value": "v"} for i in range(10)]
