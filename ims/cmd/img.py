@@ -171,6 +171,31 @@ class _Bar:
         self._stream.flush()
 
 
+#: glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def _reuse_freed_memory() -> None:
+    """Ask the C allocator to keep freed blocks for reuse (glibc; else nothing).
+
+    PERF(ims): conversions allocate and free MiB-sized buffers all the time
+    (compressed frames, inflated grains). By default glibc serves blocks
+    over its mmap threshold from fresh mappings and trims freed memory back
+    to the kernel, so every block costs page faults on zero-filled pages:
+    ~190k faults and 10-14% of the CPU of raw->zvhd2 on the 2 GiB bench
+    disk. Kept, freed memory is reused; the footprint stays the peak in use.
+    """
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's largest allowed value
+    mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+
+
 def _parse_options(text: str | None) -> dict[str, str]:
     options: dict[str, str] = {}
     for item in filter(None, (text or "").split(",")):
@@ -238,6 +263,7 @@ def _generic_verify(fmt: DiskFormat, file: BinaryIO) -> dict[str, Any]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    _reuse_freed_memory()
     with contextlib.ExitStack() as stack:
         fmt, file = _open_image(args.filename, args.format)
         stack.callback(file.close)
@@ -261,6 +287,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    _reuse_freed_memory()
     options = _parse_options(args.options)
     target = _load_plugin(args.output_format)
     if not target.can_write():
@@ -347,6 +374,7 @@ def _scan_tail(reader: DiskReader, start: int) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    _reuse_freed_memory()
     with contextlib.ExitStack() as stack:
         fmt_a, file_a = _open_image(args.image_a, args.format_a)
         stack.callback(file_a.close)
