@@ -6,20 +6,20 @@ credentials in it (the store id kept beside the URL says where and how).
 
 A known size below ``swift_store_large_object_size`` is streamed in one PUT
 (chunked, nothing buffered). Anything larger, or of unknown size and larger
-than one segment, becomes a Static Large Object: segments named
-``<image_id>/<upload token>/<number>`` go to ``<container>_segments``,
-``swift_store_thread_pools`` at a time, then the manifest goes to the
-container with the token in its metadata. A failed upload deletes its
-segments; ``cleanup`` deletes segments that no manifest claims (a crash).
+than 8 MiB (or one segment, if smaller), becomes a Static Large Object:
+segments named ``<image_id>/<upload token>/<number>`` go to
+``<container>_segments``, then the manifest goes to the container with the
+token in its metadata. Each segment is streamed while it is read; up to
+``swift_store_thread_pools`` segment PUTs are open at a time, all but one
+waiting for Swift to sync and answer, which is where a single stream loses
+its time. A failed upload deletes its segments; ``cleanup`` deletes segments
+that no manifest claims (a crash). Reads longer than 8 MiB are ranged GETs of
+8 MiB, ``swift_store_thread_pools`` at a time.
 
-Worst-case memory per upload, with S = the segment size
-(``swift_store_large_object_chunk_size``, grown when the object would exceed
-the cluster's segment cap) and T = thread pools::
-
-    (T + 2) × S + one input chunk
-
-(T segments being sent, one being read, and that one twice while it is cut
-out of the input), and one read chunk (4 MiB) per download.
+Worst-case memory per upload: 8 MiB (an upload of unknown size held until it
+proves large) or a few input chunks, whatever the segment size; per
+download, (T + 1) × 8 MiB with T = thread pools (T ranges on their way, one
+being sent on).
 
 Auth is tempauth/swauth v1 (``account:user`` and a key) or Keystone v3
 through a keystoneauth1 session. swiftclient's ``Connection`` holds a single
@@ -52,12 +52,16 @@ from swiftclient import client as swift_client
 from swiftclient.exceptions import ClientException
 
 from ims import errors
-from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, upload_parts
+from ims.drivers.stores._parts import ChunkReader, MiB, PartLimits, read_ranges, stream_parts
 from ims.drivers.stores.base import ObjectBucket, Store, StoredObject
 
 LOG = logging.getLogger(__name__)
 
 READ_CHUNK = 4 * MiB
+#: Reads longer than this are fetched as ranges of this size, several at once.
+READ_RANGE = 8 * MiB
+#: Most of an upload of unknown size held to tell a small object from a large one.
+SMALL_UNKNOWN = 8 * MiB
 #: Swift's defaults, used when the cluster does not publish /info.
 DEFAULT_LIMITS = PartLimits(min_size=1, max_size=5 * 1024 * MiB + 2, max_parts=1000)
 #: Per-request timeout (s) and retries; a dead proxy fails within seconds.
@@ -224,9 +228,9 @@ class SwiftStore(Store):
             max=5 * 1024,
             help="Size in MiB from which an upload of known size is stored as a "
             "Static Large Object; smaller ones are streamed in one PUT. Uploads of "
-            "unknown size become large objects once they exceed one segment. "
-            "Possible values: 1 to 5120 (Swift's single-object limit). Related "
-            "options: swift_store_large_object_chunk_size.",
+            "unknown size become large objects once they exceed 8 MiB or one "
+            "segment. Possible values: 1 to 5120 (Swift's single-object limit). "
+            "Related options: swift_store_large_object_chunk_size.",
         ),
         cfg.IntOpt(
             "swift_store_large_object_chunk_size",
@@ -235,17 +239,18 @@ class SwiftStore(Store):
             max=5 * 1024,
             help="Size in MiB of each large-object segment. It grows automatically "
             "for objects that would need more segments than the cluster allows "
-            "(slo max_manifest_segments, 1000 by default). Segments are held in "
-            "memory: at most (swift_store_thread_pools + 2) times this per upload "
-            "(Glance's 200 MiB default streamed segments unbuffered and one at a "
-            "time). Related options: swift_store_thread_pools.",
+            "(slo max_manifest_segments, 1000 by default). Segments are streamed, "
+            "not held in memory, so a failed segment fails the upload instead of "
+            "being retried. Related options: swift_store_thread_pools.",
         ),
         cfg.IntOpt(
             "swift_store_thread_pools",
-            default=1,
+            default=4,
             min=1,
-            help="How many segments of one upload are sent at the same time. Related "
-            "options: swift_store_large_object_chunk_size.",
+            help="How many segment PUTs of one upload are open at the same time (one "
+            "receives data, the others wait for Swift to answer), and how many 8 MiB "
+            "ranges of one download are fetched at the same time (each held in "
+            "memory). Related options: swift_store_large_object_chunk_size.",
         ),
     ]
 
@@ -444,7 +449,9 @@ class SwiftStore(Store):
                 if size_hint is not None and size_hint < self.large_object_size:
                     self._put_stream(conn, name, reader)
                     return reader.consumed
-                if size_hint is None and reader.peek(self.segment_size) < self.segment_size:
+                # Unknown size: hold a little to tell a small object from a large one.
+                small = min(self.segment_size, SMALL_UNKNOWN)
+                if size_hint is None and reader.peek(small) < small:
                     _put_bytes(conn, self.container, name, reader.drain())
                     return reader.consumed
                 self._ensure_container(conn, self.segments, True)
@@ -461,13 +468,7 @@ class SwiftStore(Store):
         return True
 
     def _put_stream(self, conn: swift_client.Connection, name: str, reader: ChunkReader) -> None:
-        # A stream cannot be sent twice: no retries for this one request.
-        # Chunked transfer, so a wrong size hint cannot hang the request.
-        retries, conn.retries = conn.retries, 0
-        try:
-            conn.put_object(self.container, name, iter(reader))
-        finally:
-            conn.retries = retries
+        _put_iter(conn, self.container, name, reader)
 
     def _add_slo(self, image_id: str, reader: ChunkReader, size_hint: int | None) -> None:
         token = uuid.uuid4().hex
@@ -475,18 +476,26 @@ class SwiftStore(Store):
         lock = threading.Lock()
         manifest_sent = False
 
-        def send(number: int, data: bytes) -> dict[str, Any]:
+        def send(number: int, pieces: Iterable[bytes | memoryview]) -> dict[str, Any]:
             name = f"{image_id}/{token}/{number:08d}"
-            with self._pool.connection() as conn:
-                etag = _put_bytes(conn, self.segments, name, data)
             with lock:
-                uploaded.append(name)
-            return {"path": f"/{self.segments}/{name}", "etag": etag, "size_bytes": len(data)}
+                uploaded.append(name)  # before the PUT: a lost answer may hide a written one
+            size = 0
+
+            def counted() -> Iterator[bytes | memoryview]:
+                nonlocal size
+                for piece in pieces:
+                    size += len(piece)
+                    yield piece
+
+            with self._pool.connection() as conn:
+                etag = _put_iter(conn, self.segments, name, counted())
+            return {"path": f"/{self.segments}/{name}", "etag": etag, "size_bytes": size}
 
         with self._active_lock:
             self._active.add(token)
         try:
-            manifest = upload_parts(
+            manifest = stream_parts(
                 reader,
                 self.limits.planner(self.segment_size, size_hint),
                 send,
@@ -547,6 +556,11 @@ class SwiftStore(Store):
         if length == 0:
             self._size_name(name, url)
             return iter(())
+        if length is None or length > READ_RANGE:
+            total = self._size_name(name, url)
+            stop = total if length is None else min(total, offset + length)
+            if stop - offset > READ_RANGE:
+                return self._read_ranges(name, url, offset, stop)
         headers = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
@@ -568,6 +582,21 @@ class SwiftStore(Store):
                 raise
         expected = resp_headers.get("content-length")
         return self._stream(conn, body, None if expected is None else int(expected), url)
+
+    def _read_ranges(self, name: str, url: str, start: int, stop: int) -> Iterator[bytes]:
+        def fetch(first: int, end: int) -> bytes:
+            headers = {"Range": f"bytes={first}-{end - 1}"}
+            with self._mapped(url), self._pool.connection() as conn:
+                _, body = conn.get_object(self.container, name, headers=headers)
+            if len(body) != end - first:
+                # A large object whose segment vanished ends early.
+                raise errors.StoreUnavailable(
+                    store=self.store_id,
+                    reason=f"{url} ended at {first + len(body)} instead of {end}",
+                )
+            return body
+
+        return read_ranges(fetch, start, stop, READ_RANGE, self.threads)
 
     def _stream(
         self, conn: swift_client.Connection, body: Any, expected: int | None, url: str
@@ -735,6 +764,22 @@ class _SwiftBucket(ObjectBucket):
 
     def delete(self, name: str) -> None:
         self.view._delete_name(name, f"{self.bucket}:{name}")
+
+
+def _put_iter(
+    conn: swift_client.Connection,
+    container: str,
+    name: str,
+    pieces: Iterable[bytes | memoryview],
+) -> str:
+    """PUT the pieces as they come, with chunked transfer (a stream has no retries)."""
+    # NOTE(ims): chunked, so input that ends before a size hint said it
+    # would cannot leave the request waiting for bytes that never come.
+    retries, conn.retries = conn.retries, 0
+    try:
+        return conn.put_object(container, name, pieces)
+    finally:
+        conn.retries = retries
 
 
 def _put_bytes(conn: swift_client.Connection, container: str, name: str, data: bytes) -> str:
