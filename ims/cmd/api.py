@@ -18,6 +18,7 @@ from oslo_config import cfg
 
 from ims import conf as ims_conf
 from ims import errors
+from ims.cmd import single_malloc_arena
 from ims.db import migration
 from ims.db.session import create_engine
 
@@ -99,6 +100,7 @@ class IMSServer(BaseApplication):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    single_malloc_arena()  # inherited by the workers gunicorn forks
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -18,6 +18,7 @@ from oslo_config import cfg
 
 from ims import conf as ims_conf
 from ims import errors
+from ims.cmd import single_malloc_arena
 from ims.core.jobs import JobRunner
 
 LOG = logging.getLogger("ims.worker")
@@ -25,6 +26,7 @@ LOG = logging.getLogger("ims.worker")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    single_malloc_arena()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
