@@ -4,22 +4,25 @@
 usage: bench/stores.py [--size-mib N] [--runs N] [--threads N] [--s3-part-mib N]
                        [--swift-segment-mib N] [--drivers s3,swift] [--workdir DIR]
                        [--ours api|driver|MODULE:FUNCTION] [--big-mib N]
+                       [--set GROUP.OPTION=VALUE ...]
 
 Starts a real Swift with s3api on loopback (tests/real/swift_server.py),
 writes an N MiB random file (default 1024) and, for each store, moves that
 file up and down with both sides in the same run, alternating which goes first:
 
 - ours (``--ours api``, the default): a real ``ims-api`` under gunicorn with
-  the two stores as backends (``s3`` on s3api, ``swift``); the file goes up
-  with ``PUT /v2/images/{id}/file`` (streamed with sendfile, Content-Length
-  set) and comes back with ``GET /v2/images/{id}/file`` into a file. The
-  image's size and checksum are checked after every upload, and the download
-  against the source on the first run. ``--ours driver`` calls the store
-  drivers' ``add()`` and ``get()`` in this process instead;
-- theirs: boto3 ``upload_file``/``download_file`` with the same part size,
-  threshold and concurrency; ``swift upload --use-slo -S <segment>
-  --segment-threads <threads>`` and ``swift download`` (both with
-  ``--ignore-checksum``).
+  the two stores as backends (``s3`` on s3api, ``swift``), on IMS's default
+  part sizes and threads (``--set group.option=value`` changes them). The
+  file goes up with ``PUT /v2/images/{id}/file`` (sent with sendfile,
+  Content-Length set) and comes back with ``GET /v2/images/{id}/file`` into a
+  file; the image's size and checksum are checked after every upload, the
+  download against the source on the first run. ``--ours driver`` calls the
+  store drivers' ``add()`` and ``get()`` in this process instead, with the
+  references' part size and threads;
+- theirs: boto3 ``upload_file``/``download_file`` (``--s3-part-mib`` parts and
+  threshold, ``--threads`` concurrency); ``swift upload --use-slo -S
+  <--swift-segment-mib> --segment-threads <--threads>`` and ``swift download``
+  (both with ``--ignore-checksum``).
 
 It prints, per side, the best and the median seconds of the alternating runs,
 the best MB/s and the median CPU seconds of every process involved (client,
@@ -93,6 +96,8 @@ class Env:
     pids: dict[str, Callable[[], list[int]]]
     #: Processes whose peak RSS is reported (set by a factory that starts a server).
     rss_pids: Callable[[], list[int]] = list
+    #: ims.conf options over IMS's defaults ({group: {option: value}}), for the API side.
+    ims_conf: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 class Side(Protocol):
@@ -167,7 +172,11 @@ API_HEADERS = {"X-Project-Id": "bench", "X-Roles": "admin,member,reader"}
 
 
 def start_api(env: Env, kinds: list[str]) -> IMSServer:
-    """Start ims-api with one backend per kind, named after its type."""
+    """Start ims-api with one backend per kind, named after its type.
+
+    The stores run on IMS's defaults (part sizes, threads) unless ``env.ims_conf``
+    says otherwise: the point is what an operator gets.
+    """
     extra: dict[str, dict[str, str]] = {
         "DEFAULT": {"enabled_backends": ", ".join(f"{kind}:{kind}" for kind in kinds)},
         "glance_store": {"default_backend": kinds[0]},
@@ -175,9 +184,10 @@ def start_api(env: Env, kinds: list[str]) -> IMSServer:
     for kind in kinds:
         name = f"bench-{uuid.uuid4().hex[:12]}"
         make = backends.s3_options if kind == "s3" else backends.swift_options
-        options = make(env.server, name, **store_options(kind, env.settings))
         extra[kind] = {key: str(value).lower() if isinstance(value, bool) else str(value)
-                       for key, value in options.items()}  # fmt: skip
+                       for key, value in make(env.server, name).items()}  # fmt: skip
+    for group, values in env.ims_conf.items():
+        extra.setdefault(group, {}).update(values)
     api = IMSServer(env.work, extra_conf=extra)
     env.stack.callback(api.stop)
     api.start()
@@ -523,6 +533,14 @@ def main() -> int:
         "--ours", default="api", help="api, driver, or MODULE:FUNCTION making the ours sides"
     )
     parser.add_argument("--big-mib", type=int, default=0, help="API only: RSS check size")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="GROUP.OPTION=VALUE",
+        help="API only: an ims.conf option over IMS's defaults (repeatable), e.g. "
+        "s3.s3_store_thread_pools=8",
+    )
     args = parser.parse_args()
 
     make_ours: Callable[[list[str], Env], dict[str, Side]]
@@ -559,6 +577,10 @@ def main() -> int:
             f"{settings}; ours: {args.ours}; load average {load_average()}"
         )
         env = Env(server, settings, work, source, stack, {"swift": server.pids})
+        for item in args.set:
+            name, _, value = item.partition("=")
+            group, _, option = name.rpartition(".")
+            env.ims_conf.setdefault(group or "DEFAULT", {})[option] = value
         ours_sides = make_ours(kinds, env)
         meter = Meter(env)
         for kind in kinds:
