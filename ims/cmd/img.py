@@ -140,6 +140,10 @@ class _ProgressReader(DiskReader):
     def direct_readinto(self) -> bool:  # type: ignore[override]
         return self._inner.direct_readinto
 
+    @property
+    def concurrent_reads(self) -> bool:  # type: ignore[override]
+        return self._inner.concurrent_reads
+
     def readinto(self, offset: int, buf: memoryview) -> None:
         self._inner.readinto(offset, buf)
         self._progress(offset + len(buf), self.virtual_size)

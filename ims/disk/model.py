@@ -83,6 +83,9 @@ class DiskReader(abc.ABC):
     #: True when ``readinto`` reads straight into the caller's buffer rather
     #: than copying the result of ``read``.
     direct_readinto: bool = False
+    #: True when ``read`` and ``readinto`` may run in several threads at once
+    #: (positional reads, no shared file cursor or decoder state).
+    concurrent_reads: bool = False
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` with the ``len(buf)`` bytes at ``offset``.

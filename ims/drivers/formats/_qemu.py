@@ -724,6 +724,7 @@ class ClusterReader(DiskReader):
         return self._assemble(self._pieces(offset, length))
 
     direct_readinto = True
+    concurrent_reads = True  # preads and a locked page cache
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         length = len(buf)

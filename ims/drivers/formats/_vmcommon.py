@@ -184,6 +184,10 @@ class MappedReader(DiskReader):
             return parts[0] if isinstance(parts[0], bytes) else bytes(parts[0])
         return b"".join(parts)
 
+    #: Positional reads of the file only (compressed VMDK reads already
+    #: run on several threads, see prefetch_blocks).
+    concurrent_reads = True
+
     @property
     def direct_readinto(self) -> bool:  # type: ignore[override]
         # A subclass with a read of its own (compressed VMDK grains) keeps

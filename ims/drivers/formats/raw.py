@@ -84,6 +84,7 @@ class RawReader(DiskReader):
             os.lseek(fd, saved, os.SEEK_SET)
 
     direct_readinto = True
+    concurrent_reads = True
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         length = len(buf)
@@ -153,7 +154,7 @@ class RawFormat(DiskFormat):
         if fd is not None:
             out.flush()
         size = reader.virtual_size
-        if fd is not None and getattr(reader, "parallel_reads", 1) == 1:
+        if fd is not None and reader.concurrent_reads and _serial_reads(reader):
             # Positional writes: every thread copies its own pieces.
             _qemu.copy_pieces(
                 reader,
@@ -189,6 +190,11 @@ class RawFormat(DiskFormat):
             blocks.close()
         if sparse:
             _finish_sparse(out, start, size)
+
+
+def _serial_reads(reader: DiskReader) -> bool:
+    """Tell whether a source does not decompress on threads of its own."""
+    return int(getattr(reader, "parallel_reads", 1)) <= 1
 
 
 def _write_piece(fd: int, start: int, offset: int, data: memoryview) -> None:

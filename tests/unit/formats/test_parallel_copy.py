@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+import time
 
 import pytest
 from qemu_family_samples import MemDisk, pattern_disk, read_all
@@ -24,7 +25,13 @@ QCOW2 = Qcow2Format()
 RAW = RawFormat()
 
 
-class _Failing(MemDisk):
+class _Disk(MemDisk):
+    """A thread-safe in-memory disk, so writers take their threaded paths."""
+
+    concurrent_reads = True
+
+
+class _Failing(_Disk):
     direct_readinto = True
 
     def readinto(self, offset, buf):
@@ -51,7 +58,7 @@ def test_qcow2_threaded_image_is_the_serial_image(tmp_path, threads, cluster_siz
     QCOW2.write(MemDisk(disk, grain=grain), serial, {"cluster_size": cluster_size})
     path = tmp_path / "out.qcow2"
     with open(path, "wb") as out:
-        QCOW2.write(MemDisk(disk, grain=grain), out, {"cluster_size": cluster_size})
+        QCOW2.write(_Disk(disk, grain=grain), out, {"cluster_size": cluster_size})
     assert path.read_bytes() == serial.getvalue()
     with open(path, "rb") as f, QCOW2.open(f) as back:
         assert read_all(back) == disk + bytes(len(read_all(back)) - len(disk))
@@ -63,7 +70,7 @@ def test_raw_threaded_copy(tmp_path, threads, grain):
     path = tmp_path / "out.raw"
     path.write_bytes(b"x" * (9 * MiB))  # leftovers must not survive
     with open(path, "r+b") as out:
-        RAW.write(MemDisk(disk, grain=grain), out)
+        RAW.write(_Disk(disk, grain=grain), out)
     assert path.read_bytes() == disk
 
 
@@ -88,7 +95,7 @@ def test_ordered_windows_plans_in_disk_order_and_propagates_failures(threads):
         return None
 
     with pytest.raises(ValueError, match="stop here"):
-        _qemu.ordered_windows(MemDisk(disk, grain=MiB), MiB, threads, bytes, plan)
+        _qemu.ordered_windows(_Disk(disk, grain=MiB), MiB, threads, bytes, plan)
     assert seen == sorted(seen) and seen[-1] == 4 * MiB
     assert _copy_threads() == []
 
@@ -103,3 +110,30 @@ def test_data_windows_cover_the_data():
         _qemu.fill_window(reader, start, ranges, view)
         rebuilt[start : start + length] = view
     assert bytes(rebuilt) == disk
+
+
+class _OneAtATime(MemDisk):
+    """A reader with a shared cursor (as zvhd, zvhd2): two reads at once fail."""
+
+    def __init__(self, data: bytes, grain: int) -> None:
+        super().__init__(data, grain)
+        self._busy = threading.Lock()
+
+    def read(self, offset, length):
+        if not self._busy.acquire(blocking=False):
+            raise AssertionError("two threads read at once")
+        try:
+            time.sleep(0.0005)
+            return super().read(offset, length)
+        finally:
+            self._busy.release()
+
+
+@pytest.mark.parametrize("fmt", [QCOW2, RAW])
+def test_sources_without_concurrent_reads_are_read_by_one_thread(tmp_path, threads, fmt):
+    disk = pattern_disk(4 * MiB, seed=6, grain=65536)
+    path = tmp_path / "out"
+    with open(path, "wb") as out:
+        fmt.write(_OneAtATime(disk, grain=65536), out)
+    with open(path, "rb") as f, fmt.open(f) as back:
+        assert read_all(back)[: len(disk)] == disk
