@@ -448,11 +448,12 @@ class ZvhdFormat(DiskFormat):
         """Write ``reader`` as ZVHD to a forward-only stream.
 
         Options: ``level`` (0-9, default 1), ``block_size`` (64K-16M, default
-        1M), ``threads`` (default: CPU count), ``digest`` (on/off, default on). Memory: about
+        1M), ``threads`` (default: CPU count), ``digest`` (on/off, default off,
+        as zvhd2: the gzip CRC-32 covers the payload). Memory: about
         ``(2 * threads + 2) * 2 * block_size``.
         """
         opts = zc.check_options(NAME, options, {"level", "block_size", "threads", "digest"})
-        with_digest = zc.parse_bool_option(opts, "digest", True)
+        with_digest = zc.parse_bool_option(opts, "digest", False)
         level = zc.parse_int_option(opts, "level", DEFAULT_LEVEL, 0, 9)
         bsize = zc.parse_size_option(opts, "block_size", DEFAULT_BLOCK_SIZE)
         threads = zc.parse_int_option(opts, "threads", os.cpu_count() or 2, 1, 64)

@@ -86,7 +86,7 @@ def read_all(blob: bytes) -> bytes:
 )
 def test_round_trip(data_fn, options):
     data = data_fn()
-    blob = write(data, **options)
+    blob = write(data, digest="on", **options)
     assert gzip.decompress(blob) == data  # a valid gzip stream: stock tools read it
     assert read_all(blob) == data
     info = FMT.inspect(io.BytesIO(blob))
@@ -96,9 +96,10 @@ def test_round_trip(data_fn, options):
     assert summary["digest-checked"]
 
 
-def test_digest_off():
+@pytest.mark.parametrize("options", [{}, {"digest": "off"}])
+def test_digest_off_by_default(options):
     data = make_disk(2, seed=6, tail=3)
-    blob = write(data, digest="off")
+    blob = write(data, **options)
     assert read_all(blob) == data
     assert FMT.inspect(io.BytesIO(blob)).details["digest"] is None
     assert not FMT.verify(io.BytesIO(blob))["digest-checked"]
@@ -137,10 +138,10 @@ def test_same_digest_as_zvhd2_for_same_disk():
 
     data = make_disk(3, seed=12, tail=5)
     out = io.BytesIO()
-    Zvhd2Format().write(MemReader(data), out)
-    one = FMT.inspect(io.BytesIO(write(data))).details["digest"]
+    Zvhd2Format().write(MemReader(data), out, {"digest": "on"})
+    one = FMT.inspect(io.BytesIO(write(data, digest="on"))).details["digest"]
     two = Zvhd2Format().inspect(io.BytesIO(out.getvalue())).details["digest"]
-    assert one == two
+    assert one is not None and one == two
 
 
 def test_probe():
@@ -290,7 +291,7 @@ def test_corrupt_deflate_data():
 
 def test_digest_mismatch_detected_by_verify():
     data = make_disk(2, seed=41)
-    blob = bytearray(write(data))
+    blob = bytearray(write(data, digest="on"))
     # Re-seal an end record carrying a wrong digest.
     end_at = len(blob) - zvhd.END_MEMBER_SIZE + 16
     body = bytearray(blob[end_at : end_at + zvhd._END.size])

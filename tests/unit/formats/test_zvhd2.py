@@ -86,7 +86,7 @@ def read_all(blob: bytes) -> bytes:
 )
 def test_round_trip(data_fn, options):
     data = data_fn()
-    blob = write(data, **options)
+    blob = write(data, digest="on", **options)
     assert zstd_decode(blob) == data  # a valid zstd stream: stock tools read it
     assert read_all(blob) == data
     info = FMT.inspect(io.BytesIO(blob))
@@ -94,9 +94,10 @@ def test_round_trip(data_fn, options):
     assert FMT.verify(io.BytesIO(blob))["digest-checked"]
 
 
-def test_digest_off():
+@pytest.mark.parametrize("options", [{}, {"digest": "off"}])
+def test_digest_off_by_default(options):
     data = make_disk(2, seed=6, tail=3)
-    blob = write(data, digest="off")
+    blob = write(data, **options)
     assert read_all(blob) == data
     assert FMT.inspect(io.BytesIO(blob)).details["digest"] is None
     assert not FMT.verify(io.BytesIO(blob))["digest-checked"]
@@ -334,3 +335,20 @@ def test_writer_refuses_too_many_blocks():
     huge.virtual_size = 64 << 40
     with pytest.raises(errors.Invalid, match="block"):
         FMT.write(huge, io.BytesIO(), {"block_size": "64K"})
+
+
+@pytest.mark.parametrize(("options", "level", "hash_log"), [({}, 1, 15), ({"level": "3"}, 3, 0)])
+def test_frames_use_the_level_with_at_least_a_2_15_hash_table(options, level, hash_log):
+    rng = random.Random(9)
+    words = [rng.randbytes(rng.randint(1, 6)).hex().encode() for _ in range(500)]
+    text = b" ".join(rng.choices(words, k=MiB))[:MiB]
+    base = zstandard.ZstdCompressionParameters.from_level(level, source_size=MiB)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        source_size=MiB,
+        hash_log=max(base.hash_log, hash_log),
+        write_checksum=1,
+        write_content_size=1,
+    )
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(text)
+    assert frame in write(text, **options)
