@@ -19,7 +19,7 @@ pools and L = ``s3_store_large_object_size``::
 (T parts being sent and one being read, each in a buffer the next parts
 reuse; a single PUT holds the object), and (T + 1) × 8 MiB per download
 (T ranges on their way, one being sent on). With the defaults (L = P =
-16 MiB, T = 3) that is 64 MiB up, 32 MiB down.
+12 MiB, T = 3) that is 48 MiB up, 32 MiB down.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class S3Store(Store):
         ),
         cfg.IntOpt(
             "s3_store_large_object_size",
-            default=16,
+            default=12,
             min=5,
             max=5 * 1024,
             help="Size in MiB from which an upload of known size is sent as a "
@@ -141,7 +141,7 @@ class S3Store(Store):
         ),
         cfg.IntOpt(
             "s3_store_large_object_chunk_size",
-            default=16,
+            default=12,
             min=5,
             max=5 * 1024,
             help="Size in MiB of each multipart part. It grows automatically for "
