@@ -7,16 +7,18 @@ format-specific leaks past it.
 from __future__ import annotations
 
 import abc
-import dataclasses
-from collections.abc import Iterator
-from typing import Any
+import types
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 #: Default unit of work for copying and streaming (bounded memory).
 BLOCK_SIZE = 4 * 1024 * 1024
 
+# PERF(ims): these are NamedTuples, not dataclasses: importing dataclasses
+# (inspect, ast, dis, tokenize) was a sixth of ims-img's start-up.
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Extent:
+
+class Extent(NamedTuple):
     """A run of the virtual disk that is either all data or all zeros."""
 
     offset: int
@@ -28,8 +30,7 @@ class Extent:
         return self.offset + self.length
 
 
-@dataclasses.dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """What format probing may look at: the head, and the tail when known.
 
     ``head`` is the first bytes of the image (up to ``PROBE_HEAD`` bytes,
@@ -47,16 +48,17 @@ class Sample:
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 4096
 
+_NO_DETAILS: Mapping[str, Any] = types.MappingProxyType({})
 
-@dataclasses.dataclass(frozen=True)
-class ImageInfo:
+
+class ImageInfo(NamedTuple):
     """What inspection found, with field names borrowed from qemu-img info."""
 
     format: str
     virtual_size: int
     actual_size: int | None = None
     cluster_size: int | None = None
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    details: Mapping[str, Any] = _NO_DETAILS
 
 
 class DiskReader(abc.ABC):
