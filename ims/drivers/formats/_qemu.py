@@ -16,20 +16,23 @@ import array
 import collections
 import io
 import os
-import queue
 import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
-
-import zstandard
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ims import errors
 from ims.disk.copy import iter_blocks
 from ims.disk.model import DiskReader, Extent, ImageInfo
 from ims.drivers.formats.base import DiskFormat
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+# PERF(ims): concurrent.futures (with logging), queue and zstandard are
+# imported where they are used: a plain copy needs none of them, and
+# ims-img's start-up is a visible part of a copy's time.
 
 #: Largest table (L1) any QEMU-family reader loads, as qemu's own limit.
 MAX_TABLE_BYTES = 32 * 1024 * 1024
@@ -157,6 +160,8 @@ def pool() -> ThreadPoolExecutor:
 
     zlib and zstd release the GIL while they work, so threads use every core.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
@@ -372,6 +377,9 @@ def prefetch_blocks(
     if parallel == 1:
         yield from iter_blocks(reader, block_size, reuse=reuse)
         return
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
     queue_: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -558,6 +566,8 @@ def inflate_cluster(buf: bytes | memoryview, cluster_size: int, fmt: str) -> byt
 
 def zstd_cluster(buf: bytes | memoryview, cluster_size: int, fmt: str) -> bytes:
     """Decompress zstd frame(s) to exactly one cluster, with bounded output."""
+    import zstandard
+
     dctx = getattr(_ZSTD_LOCAL, "dctx", None)
     if dctx is None:
         dctx = _ZSTD_LOCAL.dctx = zstandard.ZstdDecompressor()

@@ -28,8 +28,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-import zstandard
-
 from ims import errors
 from ims.disk.model import DiskReader, ImageInfo, Sample
 from ims.drivers.formats import _qemu
@@ -681,6 +679,8 @@ def _compress_block(
     mv = memoryview(data)
     result: list[bytes | bool | None] = []
     if ctype == "zstd":
+        import zstandard  # only compressed zstd images need it
+
         cctx = getattr(_COMPRESS_LOCAL, "zstd", None)
         if cctx is None or _COMPRESS_LOCAL.level != level:
             cctx = zstandard.ZstdCompressor(level=3 if level is None else level)
