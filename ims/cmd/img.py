@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -200,6 +199,12 @@ def _reuse_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
 
 
+def _print_json(value: Any, **kwargs: Any) -> None:
+    import json  # PERF(ims): only --output json needs it, not every convert
+
+    print(json.dumps(value, indent=4, **kwargs))
+
+
 def _parse_options(text: str | None) -> dict[str, str]:
     options: dict[str, str] = {}
     for item in filter(None, (text or "").split(",")):
@@ -230,7 +235,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if info.details:
         out["format-specific"] = {"type": info.format, "data": info.details}
     if args.output == "json":
-        print(json.dumps(out, indent=4, default=str))
+        _print_json(out, default=str)
         return EXIT_OK
     print(f"image: {args.filename}")
     print(f"file format: {info.format}")
@@ -282,7 +287,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         **summary,
     }
     if args.output == "json":
-        print(json.dumps(result, indent=4))
+        _print_json(result)
     else:
         print("No errors were found on the image.")
         for key, value in summary.items():
@@ -436,7 +441,7 @@ def cmd_map(args: argparse.Namespace) -> int:
                 }
                 for e in extents
             ]
-            print(json.dumps(rows, indent=4))
+            _print_json(rows)
             return EXIT_OK
         print(f"{'Offset':<20}{'Length':<20}Kind")
         for extent in _merged(reader.extents()):
