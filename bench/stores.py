@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 
+from bench.api import peak_rss_mib, worker_pids  # noqa: E402
 from tests.functional.servers import IMSServer  # noqa: E402
 from tests.real import store_backends as backends  # noqa: E402
 from tests.real.swift_server import SwiftServer  # noqa: E402
@@ -198,18 +199,7 @@ def api_pids(api: IMSServer) -> list[int]:
     """The gunicorn master and its workers."""
     assert api.proc is not None
     master = api.proc.pid
-    return [master, *children(master)]
-
-
-def children(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry))
-    return found
+    return [master, *worker_pids(master)]
 
 
 class ApiSide:
@@ -390,14 +380,6 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def peak_rss_mib(pid: int) -> float:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def reset_peak_rss(pid: int) -> None:
