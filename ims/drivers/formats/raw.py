@@ -12,6 +12,7 @@ import errno
 import functools
 import io
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -158,7 +159,7 @@ class RawFormat(DiskFormat):
             # Positional writes: every thread copies its own pieces.
             _qemu.copy_pieces(
                 reader,
-                functools.partial(_write_piece, fd, start),
+                functools.partial(_write_piece, fd, start, threading.Lock()),
                 _qemu.workers(),
             )
             _finish_sparse(out, start, size)
@@ -197,12 +198,15 @@ def _serial_reads(reader: DiskReader) -> bool:
     return int(getattr(reader, "parallel_reads", 1)) <= 1
 
 
-def _write_piece(fd: int, start: int, offset: int, data: memoryview) -> None:
+def _write_piece(fd: int, start: int, lock: threading.Lock, offset: int, data: memoryview) -> None:
     # Zeros inside data extents (an allocated but unused VHDX block, a
     # half-filled cluster) become holes too.
     end = _qemu.nonzero_end(data)
     if end:
-        _pwrite_all(fd, data[:end], start + offset)
+        # One write at a time: a second writer would spin in the kernel on
+        # the file's inode lock (see qcow2._Sink); reads still overlap.
+        with lock:
+            _pwrite_all(fd, data[:end], start + offset)
 
 
 def _finish_sparse(out: BinaryIO, start: int, size: int) -> None:
