@@ -174,11 +174,6 @@ class _Bar:
         self._stream.flush()
 
 
-#: glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
 def _reuse_freed_memory() -> None:
     """Ask the C allocator to keep freed blocks for reuse (glibc; else nothing).
 
@@ -189,14 +184,10 @@ def _reuse_freed_memory() -> None:
     ~190k faults and 10-14% of the CPU of raw->zvhd2 on the 2 GiB bench
     disk. Kept, freed memory is reused; the footprint stays the peak in use.
     """
-    try:
-        import ctypes
+    from ims.cmd import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
 
-        mallopt = ctypes.CDLL(None).mallopt
-    except (ImportError, OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's largest allowed value
-    mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's largest allowed value
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
 
 
 def _print_json(value: Any, **kwargs: Any) -> None:

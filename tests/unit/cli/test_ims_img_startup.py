@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+from ims import cmd
 from ims.cmd import img
 
 
@@ -45,14 +46,17 @@ def test_reuse_freed_memory_without_mallopt(monkeypatch):
 def test_reuse_freed_memory_calls_mallopt(monkeypatch):
     calls = []
 
-    class Libc:
-        def mallopt(self, param, value):
+    class Mallopt:
+        def __call__(self, param, value):
             calls.append((param, value))
             return 1
 
+    class Libc:
+        mallopt = Mallopt()
+
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
     img._reuse_freed_memory()
-    assert dict(calls) == {img._M_MMAP_THRESHOLD: 32 << 20, img._M_TRIM_THRESHOLD: 256 << 20}
+    assert dict(calls) == {cmd.M_MMAP_THRESHOLD: 32 << 20, cmd.M_TRIM_THRESHOLD: 256 << 20}
 
 
 def test_json_output_still_works(tmp_path, capsys):
