@@ -5,11 +5,12 @@ Builds a test disk with the shared mkdisk.py (45% zero, 25% random, 30% text
 MiBs), prepares qcow2/vmdk/vhdx sources with qemu-img, then times each
 conversion alternately (ours, qemu, ours, qemu, ...) and keeps the best (or
 median) of ``--runs``. Our side always runs the ``ims-img convert`` CLI as a
-child process, as users do (start-up included), so its peak RSS and CPU time
-come from the kernel (wait4). Both wall times (best and median) and both CPU
-times (user+sys) are printed: on a shared machine CPU time is the steadier
-figure. A last section converts an 8 GiB sparse disk to check that memory
-does not grow with disk size.
+child process, as users do (start-up included, with ims byte-compiled first
+as an install is), so its peak RSS and CPU time come from the kernel
+(wait4). Both wall times (best and median) and both CPU times (user+sys) are
+printed: on a shared machine CPU time is the steadier figure. A last section
+converts an 8 GiB sparse disk to check that memory does not grow with disk
+size.
 
     python bench/convert.py                      # 2 GiB disk, 3 runs each
     python bench/convert.py --size-mib 256 --runs 1 --only zvhd,zvhd2
