@@ -229,16 +229,21 @@ def copy_pieces(
         except BaseException as ex:  # re-raised by the caller
             failures.append(ex)
 
-    if threads <= 1:
-        run()
-    else:
-        started = [threading.Thread(target=run, name="ims-copy") for _ in range(threads)]
-        for thread in started:
-            thread.start()
-        for thread in started:
-            thread.join()
+    _run_on_threads(run, threads)
     if failures:
         raise failures[0]
+
+
+def _run_on_threads(run: Callable[[], None], threads: int) -> None:
+    """Run ``run`` here, or on ``threads`` threads and wait for them all."""
+    if threads <= 1:
+        run()
+        return
+    started = [threading.Thread(target=run, name="ims-copy") for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
 
 
 def data_windows(
@@ -340,14 +345,7 @@ def ordered_windows(
                 failures.append(ex)
                 turn.notify_all()
 
-    if threads <= 1:
-        run()
-    else:
-        started = [threading.Thread(target=run, name="ims-copy") for _ in range(threads)]
-        for thread in started:
-            thread.start()
-        for thread in started:
-            thread.join()
+    _run_on_threads(run, threads)
     if failures:
         raise failures[0]
 

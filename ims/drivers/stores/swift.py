@@ -657,23 +657,18 @@ class SwiftStore(Store):
         Uploads this process is still writing are spared; run it when no other
         process writes to the same container (for example at start-up).
         """
-        removed = 0
-        with self._mapped():
-            for (image_id, token), names in self._segment_groups():
-                with self._active_lock:
-                    if token in self._active:
-                        continue
-                if self._claimed(image_id, token):
-                    continue
-                if all([self._delete_quietly(self.segments, name) for name in names]):
-                    removed += 1
-        return removed
+        return self._discard_unclaimed("")
 
     def discard_partial(self, image_id: str) -> int:
         """Delete the segments of ``image_id`` that its manifest does not claim."""
+        return self._discard_unclaimed(f"{image_id}/")
+
+    def _discard_unclaimed(self, prefix: str) -> int:
+        """Delete segment groups under ``prefix`` that no manifest claims and no
+        upload of this process is writing; return how many groups."""
         removed = 0
         with self._mapped():
-            for (_image, token), names in list(self._segment_groups(f"{image_id}/")):
+            for (image_id, token), names in list(self._segment_groups(prefix)):
                 with self._active_lock:
                     if token in self._active:
                         continue
