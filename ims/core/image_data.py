@@ -118,7 +118,7 @@ class ImageDataService:
         probe = streams.ProbeSample()
         size_check = streams.SizeLimit(limit, expected, on_exceed=self.too_large)
         data = streams.through(streams.read_chunks(stream), [size_check, hashes, probe])
-        stored = store.add(image.id, data, size_hint=expected)
+        stored = store.add(image.id, data, size_hint=expected, owner=image.owner)
         try:
             virtual_size = self.check_format(
                 image,

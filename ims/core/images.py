@@ -362,7 +362,7 @@ class ImageService:
         staging = self.stores.get(STAGING)
         locations = [*image.locations]
         if image.status in (st.UPLOADING, st.IMPORTING):
-            locations.append(db.Location(STAGING, staging.url_prefix() + image.id, {}, "active"))
+            locations.append(db.Location(STAGING, staging.url_for(image.id), {}, "active"))
         for loc in locations:
             try:
                 self.stores.get(loc.store).delete(loc.url)

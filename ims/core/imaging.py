@@ -896,7 +896,8 @@ class ImagingService:
             image = self._begin_saving(image_id)
             if image is None:
                 return  # a previous attempt finished this image
-            _discard(store, image_id)
+            owner = image.owner
+            _discard(store, image_id, owner)
             ref = objectstore.parse_ref(item["ref"])
             bucket = self.objects.bucket(jctx.ctx, ref)
         with _job_errors("IMG.0057"):
@@ -909,21 +910,22 @@ class ImagingService:
             if size > self._file_limit(item["quick"]):
                 raise JobFailed(f"The file {ref} is too large.", "IMG.0059")
         with RangedFile(lambda off, n: bucket.get(ref.name, off, n), size) as source:
-            self._store_file(jctx, item, share, store, bucket, ref, source, size)
+            self._store_file(jctx, item, share, (store, owner), bucket, ref, source, size)
 
     def _store_file(
         self,
         jctx: JobContext,
         item: dict[str, Any],
         share: tuple[float, float],
-        store: Store,
+        destination: tuple[Store, str | None],
         bucket: ObjectBucket,
         ref: ObjectRef,
         source: RangedFile,
         size: int,
     ) -> None:
-        """Inspect the file, store it (converted or as is), activate the image."""
+        """Inspect the file, store it (converted or as is) for its owner, activate the image."""
         image_id = item["image_id"]
+        store, owner = destination
         low, high = share
         with _job_errors("IMG.0057"):
             fmt = registry.detect(source)
@@ -946,14 +948,18 @@ class ImagingService:
                 progress.task = "UploadImageFileTask"
                 stages = [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
                 with contextlib.closing(bucket.get(ref.name)) as data:
-                    stored = store.add(image_id, streams.through(data, stages), size_hint=size)
+                    stored = store.add(
+                        image_id, streams.through(data, stages), size_hint=size, owner=owner
+                    )
             else:
                 progress.task = "ConvertImageFileTask"
                 stages = [streams.SizeLimit(self.size_cap), hashes]
                 with _ProgressReader(registry.get(fmt).open(source), progress) as reader:
                     data, hint = self._converted(reader, target, self.internal_options, tmpdir)
                     with contextlib.closing(data):
-                        stored = store.add(image_id, streams.through(data, stages), hint)
+                        stored = store.add(
+                            image_id, streams.through(data, stages), hint, owner=owner
+                        )
         properties = {
             "__root_origin": "file",
             "__isregistered": "true",
@@ -1128,9 +1134,10 @@ class ImagingService:
         image_id = item["image_id"]
         with _job_errors():
             target = self.stores.user_store(item["store"])
-            if self._begin_saving(image_id) is None:
+            image = self._begin_saving(image_id)
+            if image is None:
                 return {}
-            _discard(target, image_id)
+            _discard(target, image_id, image.owner)
             source = self._copy_source(jctx.ctx, jctx.params["source_id"])
             loc = max(
                 (loc for loc in source.locations if loc.status == "active"),
@@ -1144,7 +1151,7 @@ class ImagingService:
                 chunks = streams.through(
                     data, [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
                 )
-                stored = target.add(image_id, chunks, size_hint=size)
+                stored = target.add(image_id, chunks, size_hint=size, owner=image.owner)
             if source.checksum and hashes.checksum != source.checksum:
                 _drop(target, stored.url)
                 raise JobFailed("The copy's checksum differs from the source's.", "IMG.0001")
@@ -1172,9 +1179,11 @@ class ImagingService:
     def _abandon(self, item: dict[str, Any], register: bool) -> None:
         image_id = item["image_id"]
         store = self.stores.user_store(item.get("store"))
+        owner = None
         try:
             with self.db.session() as session:
                 image = db.image_get(session, image_id, for_update=True)
+                owner = image.owner
                 if image.status == st.SAVING:
                     target = st.QUEUED if register else st.KILLED
                     db.image_update(
@@ -1189,7 +1198,7 @@ class ImagingService:
                     return
         except errors.NotFound:
             pass
-        _discard(store, image_id)
+        _discard(store, image_id, owner)
 
 
 # -- small helpers ---------------------------------------------------------------
@@ -1233,7 +1242,7 @@ def _discard_object(bucket: ObjectBucket, name: str) -> None:
         bucket.delete(name)
 
 
-def _discard(store: Store, image_id: str) -> None:
+def _discard(store: Store, image_id: str, owner: str | None) -> None:
     """Remove data a failed attempt stored under the image id, if any.
 
     A worker killed mid-write leaves no object but its unfinished upload
@@ -1241,13 +1250,13 @@ def _discard(store: Store, image_id: str) -> None:
     so those are its own and go too, before the next attempt writes.
     """
     try:
-        store.delete(store.url_prefix() + image_id)
+        store.delete(store.url_for(image_id, owner))
     except errors.DataNotFound:
         pass
     except errors.IMSError as ex:
         LOG.warning("Could not remove data of image %s: %s", image_id, ex)
     try:
-        store.discard_partial(image_id)
+        store.discard_partial(image_id, owner)
     except errors.IMSError as ex:
         LOG.warning("Could not remove unfinished uploads of image %s: %s", image_id, ex)
 

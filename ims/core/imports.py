@@ -181,6 +181,7 @@ class ImportService:
                     "uri": body["method"].get("uri"),
                     "targets": targets,
                     "must_all": must_all,
+                    "owner": image.owner,
                 },
                 session=session,
             )
@@ -281,6 +282,7 @@ class ImportService:
         stale: list[tuple[str, str]] = []
         with self.db.session() as session:
             image = db.image_get(session, image_id)
+            owner = image.owner
             holder = image.properties.get(LOCK)
             if holder and holder != task_id:
                 # The lock went stale before a worker got here, and another import took it.
@@ -322,7 +324,7 @@ class ImportService:
         for store_id, url in stale:
             self._drop(self.stores.get(store_id), StoredObject(url=url, size=0))
         for store_id in targets:
-            self._discard_writes(self.stores.user_store(store_id), image_id)
+            self._discard_writes(self.stores.user_store(store_id), image_id, owner)
         if method == "web-download":
             self._discard_writes(self.stores.get(STAGING), image_id)
         return targets
@@ -336,7 +338,9 @@ class ImportService:
             return  # not this task's image any more: leave it alone
         for store_id in params["targets"]:
             if store_id not in kept:
-                self._discard_writes(self.stores.user_store(store_id), image_id)
+                self._discard_writes(
+                    self.stores.user_store(store_id), image_id, params.get("owner")
+                )
         if method != "copy-image":
             self._discard_writes(self.stores.get(STAGING), image_id)
 
@@ -352,11 +356,11 @@ class ImportService:
         if method != "copy-image":
             self._discard_writes(self.stores.get(STAGING), image_id)
 
-    def _discard_writes(self, store: Store, image_id: str) -> None:
+    def _discard_writes(self, store: Store, image_id: str, owner: str | None = None) -> None:
         """Remove what an attempt wrote for the image to ``store``, finished or not."""
-        self._drop(store, StoredObject(url=store.url_prefix() + image_id, size=0))
+        self._drop(store, StoredObject(url=store.url_for(image_id, owner), size=0))
         try:
-            store.discard_partial(image_id)
+            store.discard_partial(image_id, owner)
         except errors.IMSError as ex:
             LOG.warning("Could not remove unfinished uploads of %s: %s", image_id, ex)
 
@@ -365,7 +369,7 @@ class ImportService:
 
     def _staged(self, image_id: str) -> StoredObject:
         staging = self.stores.get(STAGING)
-        url = staging.url_prefix() + image_id
+        url = staging.url_for(image_id)
         return StoredObject(url=url, size=staging.get_size(url))
 
     def _download(self, task_id: str, image_id: str, uri: str) -> StoredObject:
@@ -406,7 +410,10 @@ class ImportService:
                     stages.append(attempt)
                 try:
                     stored = store.add(
-                        image_id, streams.through(staging.get(staged.url), stages), staged.size
+                        image_id,
+                        streams.through(staging.get(staged.url), stages),
+                        staged.size,
+                        owner=image.owner,
                     )
                 except errors.IMSError as ex:
                     if must_all:
@@ -460,6 +467,7 @@ class ImportService:
                         source_store.get(source.url), [hashes, _Progress(self, task_id, "Copied")]
                     ),
                     image.size,
+                    owner=image.owner,
                 )
                 if image.checksum and hashes.checksum != image.checksum:
                     self._drop(store, stored)
@@ -583,7 +591,7 @@ class ImportService:
         """Remove staged data of a deleted image."""
         staging = self.stores.get(STAGING)
         try:
-            staging.delete(staging.url_prefix() + image_id)
+            staging.delete(staging.url_for(image_id))
         except errors.NotFound:
             pass
 

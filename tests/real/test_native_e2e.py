@@ -1,7 +1,7 @@
 """The IMS native API end to end, as an SDK user drives it, against real servers.
 
-A real ims-api (gunicorn, noauth) stores images in a real Swift and reads
-users' files from the same cluster's S3 front (s3api). The user puts a
+A real ims-api (gunicorn, noauth) stores images in a real Swift, a container
+per project, and reads users' files from the same cluster's S3 front (s3api). The user puts a
 qcow2 and a vmdk in a bucket with boto3, creates images from them, polls
 the jobs, lists, shares with another project that accepts, exports in
 every format (each checked with ``qemu-img compare`` against the source
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+import swiftclient
 from boto3.s3.transfer import TransferConfig
 
 from ims.disk import registry
@@ -114,6 +115,7 @@ def ims(swift_up: SwiftServer, tmp_path: Path) -> Any:
                 **{k: str(v) for k, v in backends.swift_options(swift_up, f"ims-{tag}").items()},
                 "swift_store_large_object_size": "16",
                 "swift_store_large_object_chunk_size": "8",
+                "swift_store_container_per_project": "True",
             },
             "imaging": {"object_store": "obs", "object_store_type": "s3"},
             "obs": {
@@ -208,6 +210,32 @@ def test_native_api_end_to_end(ims, swift_up, disks, tmp_path):
                 out.write(chunk)
     compare(disks["raw"], stored, "zvhd2")
 
+    # Each project's images live in its own container; Glance uploads too.
+    conn = backends.swift_connection(swift_up)
+    container = ims.conf["swift"]["swift_store_container"]
+
+    def stored_in(project: str, suffix: str = "") -> set[str]:
+        try:
+            _, objects = conn.get_container(f"{container}_{project}{suffix}", full_listing=True)
+        except swiftclient.ClientException as ex:
+            assert ex.http_status == 404
+            return set()
+        return {obj["name"] for obj in objects}
+
+    assert stored_in(alice) == {system_id, data_id}
+    resp = owner.call("POST", "/v2/images", {"disk_format": "raw", "container_format": "bare"})
+    assert resp.status_code == 201, resp.text
+    glance_id = resp.json()["id"]
+    resp = owner.call(
+        "PUT",
+        f"/v2/images/{glance_id}/file",
+        data=b"\0" * 4096,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert resp.status_code == 204, resp.text
+    assert stored_in(alice) == {system_id, data_id, glance_id}
+    assert owner.call("DELETE", f"/v2/images/{glance_id}").status_code == 204
+
     # List with IMS filters (the Glance listing if this deployment has no cloudimages list).
     resp = owner.call("GET", "/v2/cloudimages", params={"__imagetype": "private"})
     if resp.status_code == 404:
@@ -273,13 +301,12 @@ def test_native_api_end_to_end(ims, swift_up, disks, tmp_path):
         assert copy["owner"] == user.project and copy["status"] == "active"
         assert copy["checksum"] == owner.image(system_id)["checksum"]
         copies.append((user, copy["id"]))
+        assert copy["id"] in stored_in(user.project)
 
     # Delete everything; the data leaves Swift.
     for user, image_id in [*copies, (owner, system_id), (owner, data_id)]:
         resp = user.call("DELETE", f"/v2/images/{image_id}")
         assert resp.status_code == 204, resp.text
         assert user.call("GET", f"/v2/images/{image_id}").status_code == 404
-    conn = backends.swift_connection(swift_up)
-    container = ims.conf["swift"]["swift_store_container"]
-    _, objects = conn.get_container(container, full_listing=True)
-    assert objects == []
+    for project in (alice, bob):
+        assert stored_in(project) == stored_in(project, "_segments") == set()

@@ -68,12 +68,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def add(
-        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+        self,
+        image_id: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        owner: str | None = None,
     ) -> StoredObject:
         """Store the chunks as one object for ``image_id`` and say where.
 
-        On any failure nothing is left behind in the store. Raises
-        StorageFull, StoreUnavailable or Duplicate.
+        ``owner`` is the image's project (None for internal data); a driver
+        may use it to keep each project's images apart (``url_for`` must then
+        say where they go). On any failure nothing is left behind in the
+        store. Raises StorageFull, StoreUnavailable or Duplicate.
         """
 
     @abc.abstractmethod
@@ -97,13 +103,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def url_prefix(self) -> str:
-        """Return the URL prefix of every object this store holds."""
+        """Return the URL prefix of the objects written without an owner."""
+
+    def url_for(self, image_id: str, owner: str | None = None) -> str:
+        """Return the URL ``add(image_id, owner=owner)`` writes to.
+
+        For callers that look for data an earlier, maybe interrupted, write left.
+        """
+        return self.url_prefix() + image_id
 
     def cleanup(self) -> int:
         """Remove leftovers of interrupted writes; return how many."""
         return 0
 
-    def discard_partial(self, image_id: str) -> int:
+    def discard_partial(self, image_id: str, owner: str | None = None) -> int:
         """Remove what unfinished writes of ``image_id`` left (a writer that died).
 
         For a caller that owns the image id, so that no other process is

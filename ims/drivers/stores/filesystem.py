@@ -80,7 +80,11 @@ class FilesystemStore(Store):
         return path
 
     def add(
-        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+        self,
+        image_id: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        owner: str | None = None,
     ) -> StoredObject:
         final = os.path.join(self.datadir, image_id)
         if os.path.exists(final):
@@ -146,7 +150,7 @@ class FilesystemStore(Store):
                 removed += 1
         return removed
 
-    def discard_partial(self, image_id: str) -> int:
+    def discard_partial(self, image_id: str, owner: str | None = None) -> int:
         pattern = os.path.join(
             glob.escape(self.datadir), f"{_TMP_PREFIX}{glob.escape(image_id)}-*"
         )

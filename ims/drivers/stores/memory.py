@@ -22,7 +22,11 @@ class MemoryStore(Store):
         return f"memory://{self.store_id}/"
 
     def add(
-        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+        self,
+        image_id: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        owner: str | None = None,
     ) -> StoredObject:
         url = self.url_prefix() + image_id
         data = b"".join(chunks)

@@ -327,7 +327,11 @@ class S3Store(Store):
     # -- writes --------------------------------------------------------------
 
     def add(
-        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+        self,
+        image_id: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        owner: str | None = None,
     ) -> StoredObject:
         key = f"{self.prefix}{image_id}"
         size = self._put_key(key, chunks, size_hint, f"Image data for {image_id}")
@@ -508,7 +512,7 @@ class S3Store(Store):
                     aborted += 1
         return aborted
 
-    def discard_partial(self, image_id: str) -> int:
+    def discard_partial(self, image_id: str, owner: str | None = None) -> int:
         """Abort the multipart uploads of ``image_id`` other writers left open."""
         key = self._key(self.url_prefix() + image_id)
         aborted = 0

@@ -1,8 +1,11 @@
 """Store images as objects in an OpenStack Swift container.
 
-The object is named by the image id in ``swift_store_container``; the stored
-URL is ``swift://<container>/<image_id>``, with no endpoint, account or
-credentials in it (the store id kept beside the URL says where and how).
+The object is named by the image id in ``swift_store_container``, or with
+``swift_store_container_per_project`` in ``<container>_<project id>`` (one
+container per project, all in the store's account, created when first
+needed). The stored URL is ``swift://<container>/<image_id>``, with no
+endpoint, account or credentials in it (the store id kept beside the URL says
+where and how), so images stay readable when the option changes.
 
 A known size below ``swift_store_large_object_size`` is streamed in one PUT
 (chunked, nothing buffered). Anything larger, or of unknown size and larger
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import http.client
 import io
 import json
@@ -73,6 +77,10 @@ MAX_BACKOFF = 4
 MAX_IDLE = 16
 TOKEN_META = "X-Object-Meta-Ims-Segments"
 _SEGMENT_RE = re.compile(r"^(?P<object>[^/]+)/(?P<token>[0-9a-f]{32})/\d{8}$")
+#: A project id used as it is in a container name; others are hashed.
+_PLAIN_PROJECT = re.compile(r"[A-Za-z0-9-]{1,128}")
+#: The container-name suffix of a project: its id, or ``~`` and a hash.
+_PROJECT_SUFFIX = r"(?:[A-Za-z0-9-]{1,128}|~[0-9a-f]{40})"
 
 _FOREIGN = (
     ClientException,
@@ -211,9 +219,22 @@ class SwiftStore(Store):
             "swift_store_container",
             default="glance",
             help="The container that holds the images. Large-object segments go to "
-            "<container>_segments, created when first needed. One container per "
-            "store: per-project containers are not supported. Related options: "
-            "swift_store_create_container_on_put.",
+            "<container>_segments, created when first needed. Related options: "
+            "swift_store_create_container_on_put, swift_store_container_per_project.",
+        ),
+        cfg.BoolOpt(
+            "swift_store_container_per_project",
+            default=False,
+            help="Put each project's images in a container of its own, "
+            "<swift_store_container>_<project id> (segments in "
+            "<swift_store_container>_<project id>_segments), in the store's account, "
+            "created on the project's first upload (so is swift_store_container, "
+            "whatever swift_store_create_container_on_put says). A project id other than letters, "
+            "digits and '-' (or one named 'segments') is replaced by '~' and a hash of "
+            "it. Images without a project (internal data) stay in "
+            "swift_store_container. Turning this on or off later keeps every image "
+            "readable: each image's location names its container. Related options: "
+            "swift_store_container.",
         ),
         cfg.BoolOpt(
             "swift_store_create_container_on_put",
@@ -267,7 +288,10 @@ class SwiftStore(Store):
             )
         self.container = opts.swift_store_container
         self.segments = f"{self.container}_segments"
-        self.create_container = opts.swift_store_create_container_on_put
+        self.per_project = opts.swift_store_container_per_project
+        self.create_container = opts.swift_store_create_container_on_put or self.per_project
+        self._project_container = re.compile(re.escape(self.container) + "_" + _PROJECT_SUFFIX)
+        self._views: dict[str, SwiftStore] = {}  # per-project containers, shared by views
         self.segment_size = opts.swift_store_large_object_chunk_size * MiB
         self.threads = opts.swift_store_thread_pools
         self._active: set[str] = set()  # upload tokens this process is writing
@@ -406,13 +430,55 @@ class SwiftStore(Store):
     def url_prefix(self) -> str:
         return f"swift://{self.container}/"
 
-    def _name(self, url: str) -> str:
+    def url_for(self, image_id: str, owner: str | None = None) -> str:
+        return f"swift://{self._container_for(owner)}/{image_id}"
+
+    def owns(self, url: str) -> bool:
+        try:
+            self._locate(url)
+        except errors.DataNotFound:
+            return False
+        return True
+
+    def _container_for(self, owner: str | None) -> str:
+        if not (self.per_project and owner):
+            return self.container
+        if _PLAIN_PROJECT.fullmatch(owner) and owner != "segments":
+            return f"{self.container}_{owner}"
+        return f"{self.container}_~{hashlib.sha256(owner.encode()).hexdigest()[:40]}"
+
+    def _is_own(self, container: str) -> bool:
+        """Tell whether ``container`` holds this store's images (or their segments)."""
+        main = container.removesuffix("_segments")
+        return main == self.container or self._project_container.fullmatch(main) is not None
+
+    def _view(self, container: str) -> SwiftStore:
+        """This store, working on one of its containers (shares pool and token)."""
+        if container == self.container:
+            return self
+        view = self._views.get(container)
+        if view is None:
+            view = copy.copy(self)
+            view.container = container
+            view.segments = f"{container}_segments"
+            view.create_container = True
+            view = self._views.setdefault(container, view)
+        return view
+
+    def _locate(self, url: str) -> tuple[SwiftStore, str]:
+        """Return the container's view and the object name of a location."""
         parts = urlsplit(url)
         name = parts.path.lstrip("/")
-        # APPSEC(ims): only objects of this store's container.
-        if parts.scheme != "swift" or parts.netloc != self.container or not name or "/" in name:
+        # APPSEC(ims): only objects of this store's containers.
+        if (
+            parts.scheme != "swift"
+            or parts.netloc.endswith("_segments")
+            or not self._is_own(parts.netloc)
+            or not name
+            or "/" in name
+        ):
             raise errors.DataNotFound(location=url)
-        return name
+        return self._view(parts.netloc), name
 
     # -- writes --------------------------------------------------------------
 
@@ -428,10 +494,16 @@ class SwiftStore(Store):
         self._ready.add(name)
 
     def add(
-        self, image_id: str, chunks: Iterable[bytes], size_hint: int | None = None
+        self,
+        image_id: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        owner: str | None = None,
     ) -> StoredObject:
-        size = self._put_name(image_id, chunks, size_hint, f"Image data for {image_id}")
-        return StoredObject(url=f"{self.url_prefix()}{image_id}", size=size)
+        url = self.url_for(image_id, owner)
+        view, _ = self._locate(url)
+        size = view._put_name(image_id, chunks, size_hint, f"Image data for {image_id}")
+        return StoredObject(url=url, size=size)
 
     def _put_name(
         self, name: str, chunks: Iterable[bytes], size_hint: int | None, what: str
@@ -550,7 +622,8 @@ class SwiftStore(Store):
     # -- reads ---------------------------------------------------------------
 
     def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return self._get_name(self._name(url), url, offset, length)
+        view, name = self._locate(url)
+        return view._get_name(name, url, offset, length)
 
     def _get_name(self, name: str, url: str, offset: int, length: int | None) -> Iterator[bytes]:
         if length == 0:
@@ -621,7 +694,8 @@ class SwiftStore(Store):
             self._pool.release(conn, broken=not complete)
 
     def get_size(self, url: str) -> int:
-        return self._size_name(self._name(url), url)
+        view, name = self._locate(url)
+        return view._size_name(name, url)
 
     def _size_name(self, name: str, url: str) -> int:
         with self._mapped(url), self._pool.connection() as conn:
@@ -630,7 +704,8 @@ class SwiftStore(Store):
     # -- removal -------------------------------------------------------------
 
     def delete(self, url: str) -> None:
-        self._delete_name(self._name(url), url)
+        view, name = self._locate(url)
+        view._delete_name(name, url)
 
     def _delete_name(self, name: str, url: str) -> None:
         with self._mapped(url), self._pool.connection() as conn:
@@ -654,14 +729,32 @@ class SwiftStore(Store):
     def cleanup(self) -> int:
         """Delete segments that no manifest claims; return how many uploads.
 
-        Uploads this process is still writing are spared; run it when no other
-        process writes to the same container (for example at start-up).
+        Looks in every container of the store, per-project ones included
+        (whatever swift_store_container_per_project says now). Uploads this
+        process is still writing are spared; run it when no other process
+        writes to the same containers (for example at start-up).
         """
-        return self._discard_unclaimed("")
+        with self._mapped():
+            containers = [self.container, *self._project_containers()]
+        return sum(self._view(name)._discard_unclaimed("") for name in containers)
 
-    def discard_partial(self, image_id: str) -> int:
+    def discard_partial(self, image_id: str, owner: str | None = None) -> int:
         """Delete the segments of ``image_id`` that its manifest does not claim."""
-        return self._discard_unclaimed(f"{image_id}/")
+        return self._view(self._container_for(owner))._discard_unclaimed(f"{image_id}/")
+
+    def _project_containers(self) -> Iterator[str]:
+        """Yield the per-project containers that have a segments container."""
+        marker = ""
+        while True:
+            with self._pool.connection() as conn:
+                _, page = conn.get_account(prefix=f"{self.container}_", marker=marker, limit=1000)
+            if not page:
+                return
+            for entry in page:
+                main = entry["name"].removesuffix("_segments")
+                if main != entry["name"] and self._project_container.fullmatch(main):
+                    yield main
+            marker = page[-1]["name"]
 
     def _discard_unclaimed(self, prefix: str) -> int:
         """Delete segment groups under ``prefix`` that no manifest claims and no
@@ -722,13 +815,14 @@ class SwiftStore(Store):
     def describe(self) -> dict[str, object]:
         return {
             "container": self.container,
+            "container_per_project": self.per_project,
             "large_object_size": self.large_object_size,
             "large_object_chunk_size": self.segment_size,
         }
 
     def open_bucket(self, bucket: str) -> ObjectBucket:
         """Another container of the same account (an S3 bucket under s3api)."""
-        if bucket in (self.container, self.segments):
+        if self._is_own(bucket):
             raise errors.Forbidden(f"Container {bucket} holds the images of store {self.store_id}")
         view = copy.copy(self)  # shares the connection pool and token
         view.container = bucket
