@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, Protocol
@@ -17,6 +18,7 @@ from ims.disk.model import BLOCK_SIZE, PROBE_HEAD, PROBE_TAIL, Sample
 
 #: How many chunks each hash may lag behind the data (memory: depth x chunk).
 HASH_DEPTH = 3
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 class Stage(Protocol):
@@ -119,25 +121,34 @@ class _HashThread:
 
 
 class Hashes:
-    """md5 (``checksum``) and the configured ``os_hash`` side by side."""
+    """md5 (``checksum``) and the configured ``os_hash`` side by side.
 
-    def __init__(self, algo: str) -> None:
+    With ``md5=False`` the caller vouches for the md5 itself (a store that
+    reports the md5 of what it stored) and must set it with ``adopt_md5``.
+    """
+
+    def __init__(self, algo: str, md5: bool = True) -> None:
         try:
             self.os_hash = hashlib.new(algo)
         except ValueError:
             raise errors.ConfigError(reason=f"unknown hashing_algorithm {algo}") from None
         self.algo = algo
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._adopted: str | None = None
         self._threads: list[_HashThread] = []
+
+    @property
+    def _digests(self) -> list[Any]:
+        return [d for d in (self.md5, self.os_hash) if d is not None]
 
     def feed(self, chunk: bytes) -> None:
         if not self._threads:
             if len(chunk) < 65536:
                 # Small data (metadata-sized images, tests) needs no threads.
-                self.md5.update(chunk)
-                self.os_hash.update(chunk)
+                for digest in self._digests:
+                    digest.update(chunk)
                 return
-            self._threads = [_HashThread(self.md5), _HashThread(self.os_hash)]
+            self._threads = [_HashThread(digest) for digest in self._digests]
         for worker in self._threads:
             worker.put(chunk)
 
@@ -156,9 +167,21 @@ class Hashes:
         if errors_seen:
             raise errors_seen[0]
 
+    def adopt_md5(self, value: str) -> None:
+        """Take the md5 from elsewhere (see ``md5=False``)."""
+        if self.md5 is not None:
+            raise ValueError("this Hashes computes its own md5")
+        if not _MD5_HEX.fullmatch(value):
+            raise ValueError(f"not an md5: {value!r}")
+        self._adopted = value
+
     @property
     def checksum(self) -> str:
-        return self.md5.hexdigest()
+        if self.md5 is not None:
+            return self.md5.hexdigest()
+        if self._adopted is None:
+            raise ValueError("md5 neither computed nor adopted")
+        return self._adopted
 
     @property
     def os_hash_value(self) -> str:

@@ -12,6 +12,7 @@ and deletes. Requests carry exactly what the IMS SDK sends
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -234,6 +235,8 @@ def test_native_api_end_to_end(ims, swift_up, disks, tmp_path):
     )
     assert resp.status_code == 204, resp.text
     assert stored_in(alice) == {system_id, data_id, glance_id}
+    # One PUT to Swift: the checksum is Swift's ETag, which must be the data's md5.
+    assert owner.image(glance_id)["checksum"] == hashlib.md5(b"\0" * 4096).hexdigest()
     assert owner.call("DELETE", f"/v2/images/{glance_id}").status_code == 204
 
     # List with IMS filters (the Glance listing if this deployment has no cloudimages list).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import threading
@@ -164,3 +165,23 @@ def test_memory_stays_within_the_bound(
     # Ranges being fetched, and the one the caller holds.
     read_range = {"s3": s3.READ_RANGE, "swift": swift.READ_RANGE}[kind]
     assert read_peak <= (THREADS + 1) * read_range + slack
+
+
+def test_swift_reports_md5_of_one_put(swift_up: SwiftServer, tmp_path: Path) -> None:
+    store = backends.make_store("swift", swift_up, tmp_path, **LARGE["swift"])
+    small = os.urandom(3 * MiB + 1)
+    assert store.reports_md5(len(small))
+    stored = store.add(str(uuid.uuid4()), chunked(small), len(small))
+    assert stored.md5 == hashlib.md5(small).hexdigest()
+    # A large object's ETag is not the md5 of its data: none is reported.
+    large = os.urandom(11 * MiB)
+    assert not store.reports_md5(len(large)) and not store.reports_md5(None)
+    assert store.add(str(uuid.uuid4()), chunked(large), len(large)).md5 is None
+
+
+def test_swift_refuses_more_data_than_announced(swift_up: SwiftServer, tmp_path: Path) -> None:
+    store = backends.make_store("swift", swift_up, tmp_path, **LARGE["swift"])
+    data = os.urandom(2 * MiB)
+    with pytest.raises(errors.Invalid):
+        store.add(str(uuid.uuid4()), chunked(data, 256 * 1024), MiB)
+    assert contents(store, swift_up) == []

@@ -35,10 +35,16 @@ class Capability(enum.Flag):
 
 @dataclasses.dataclass(frozen=True)
 class StoredObject:
-    """Where ``add`` put the data. The URL never holds credentials."""
+    """Where ``add`` put the data. The URL never holds credentials.
+
+    ``md5``: the hex md5 of the stored bytes as the backend computed it, when
+    ``reports_md5`` promised one (None otherwise, or when the backend's
+    answer did not hold one after all).
+    """
 
     url: str
     size: int
+    md5: str | None = None
 
 
 class Store(abc.ABC):
@@ -81,6 +87,14 @@ class Store(abc.ABC):
         say where they go). On any failure nothing is left behind in the
         store. Raises StorageFull, StoreUnavailable or Duplicate.
         """
+
+    def reports_md5(self, size_hint: int | None) -> bool:
+        """Tell whether ``add`` with this size hint will report the data's md5.
+
+        For backends that compute the md5 of what they store anyway (a Swift
+        object's ETag): the core then skips its own md5 pass over the data.
+        """
+        return False
 
     @abc.abstractmethod
     def get(self, url: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
