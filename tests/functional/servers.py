@@ -549,14 +549,19 @@ class KeystoneServer(ServerProcess):
 
         Tokens issued before the change keep the old catalog.
         """
-        services = self._call("GET", "/services?type=image")["services"]
+        self.set_endpoint("image", "ims", url)
+        self.image_url = url
+
+    def set_endpoint(self, service_type: str, name: str, url: str) -> None:
+        """Point the three endpoints of the ``service_type`` service at ``url``."""
+        services = self._call("GET", f"/services?type={service_type}")["services"]
         if services:
             service_id = services[0]["id"]
         else:
             service_id = self._call(
                 "POST",
                 "/services",
-                {"service": {"type": "image", "name": "ims", "enabled": True}},
+                {"service": {"type": service_type, "name": name, "enabled": True}},
                 ok=201,
             )["service"]["id"]
         existing = self._call("GET", f"/endpoints?service_id={service_id}")["endpoints"]
@@ -577,7 +582,6 @@ class KeystoneServer(ServerProcess):
                 },
                 ok=201,
             )
-        self.image_url = url
 
     def authtoken_conf(self) -> dict[str, dict[str, str]]:
         """The [keystone_authtoken] section IMS needs to validate tokens here."""

@@ -153,6 +153,84 @@ use = egg:swift#symlink
 """
 
 
+# A second proxy on the same ring that takes Keystone tokens (authtoken +
+# keystoneauth) instead of tempauth: for drivers that log in with Keystone v3.
+_KEYSTONE_PROXY_CONF = """\
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = {port}
+workers = 0
+user = {user}
+swift_dir = {swift_dir}
+log_name = proxy-keystone
+log_address = {swift_dir}/no-syslog
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats \
+authtoken keystoneauth copy slo dlo proxy-logging proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+delay_auth_decision = true
+www_authenticate_uri = {auth_url}
+auth_url = {auth_url}
+auth_type = password
+username = {username}
+password = {password}
+project_name = {project_name}
+user_domain_name = Default
+project_domain_name = Default
+memcached_servers = 127.0.0.1:{memcached_port}
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:{memcached_port}
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+
+[filter:listing_formats]
+use = egg:swift#listing_formats
+
+[filter:copy]
+use = egg:swift#copy
+
+[filter:slo]
+use = egg:swift#slo
+
+[filter:dlo]
+use = egg:swift#dlo
+"""
+
+
+def missing_keystone_middleware() -> str | None:
+    """Say why a Keystone proxy cannot run here, or None when it can."""
+    found = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import keystonemiddleware.auth_token"],
+        capture_output=True,
+    )
+    if found.returncode:
+        return "keystonemiddleware is missing for the system python3 (python3-keystonemiddleware)"
+    return None
+
+
 def missing_requirements() -> str | None:
     """Say what is missing to run Swift here, or None when all is present."""
     absent = [name for name in BINARIES if shutil.which(name) is None]
@@ -249,6 +327,30 @@ class SwiftServer:
         """Start the proxy again on the same port and wait until it answers."""
         self._spawn_server("proxy")
         self._wait_healthy("proxy")
+
+    def start_keystone_proxy(self, auth_url: str, service_user: dict[str, str]) -> str:
+        """Start a proxy that takes Keystone tokens; return its storage base URL.
+
+        ``service_user`` (username, password, project_name) validates tokens.
+        Accounts are ``AUTH_<project id>``, open to the project's admins and
+        members.
+        """
+        assert self.root is not None
+        self.ports.setdefault("proxy-keystone", free_port())
+        conf = self.root / "etc" / "proxy-keystone.conf"
+        conf.write_text(
+            _KEYSTONE_PROXY_CONF.format(
+                port=self.ports["proxy-keystone"],
+                user=getpass.getuser(),
+                swift_dir=self.root / "etc",
+                auth_url=auth_url,
+                memcached_port=self.ports["memcached"],
+                **service_user,
+            )
+        )
+        self._spawn("proxy-keystone", ["swift-proxy-server", str(conf), "-v"])
+        self._wait_healthy("proxy-keystone")
+        return f"http://127.0.0.1:{self.ports['proxy-keystone']}"
 
     def ensure_proxy(self) -> None:
         """Start the proxy if a test left it stopped."""
