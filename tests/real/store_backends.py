@@ -113,7 +113,7 @@ def s3_client(server: SwiftServer) -> Any:
     )
 
 
-def _container_names(conn: swiftclient.Connection, container: str) -> list[str]:
+def container_names(conn: swiftclient.Connection, container: str) -> list[str]:
     try:
         _, listing = conn.get_container(container, full_listing=True)
     except swiftclient.ClientException as ex:
@@ -134,9 +134,9 @@ def contents(store: Store, server: SwiftServer | None) -> list[str]:
     conn = swift_connection(server)
     if isinstance(store, S3Store):
         client = s3_client(server)
-        found = [f"object:{name}" for name in _container_names(conn, store.bucket)]
+        found = [f"object:{name}" for name in container_names(conn, store.bucket)]
         # s3api keeps multipart parts in "<bucket>+segments".
-        found += [f"part:{n}" for n in _container_names(conn, f"{store.bucket}+segments")]
+        found += [f"part:{n}" for n in container_names(conn, f"{store.bucket}+segments")]
         try:
             uploads = client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
         except client.exceptions.NoSuchBucket:
@@ -144,8 +144,8 @@ def contents(store: Store, server: SwiftServer | None) -> list[str]:
         found += [f"upload:{u['Key']}" for u in uploads]
         return sorted(found)
     if isinstance(store, SwiftStore):
-        found = [f"object:{name}" for name in _container_names(conn, store.container)]
-        found += [f"segment:{name}" for name in _container_names(conn, store.segments)]
+        found = [f"object:{name}" for name in container_names(conn, store.container)]
+        found += [f"segment:{name}" for name in container_names(conn, store.segments)]
         return sorted(found)
     raise TypeError(store)
 

@@ -82,25 +82,51 @@ use = egg:swift#{kind}
 use = egg:swift#healthcheck
 """
 
-# NOTE(ims): s3api must sit before tempauth, and slo after s3api, or s3api
-# quietly disables multipart uploads (reference/swift-s3api-notes.md).
-_PROXY_CONF = """\
+# Shared by both proxies: the head (port, logs) and the filters either uses.
+_PROXY_HEAD = """\
 [DEFAULT]
 bind_ip = 127.0.0.1
 bind_port = {port}
 workers = 0
 user = {user}
 swift_dir = {swift_dir}
-log_name = proxy-server
+log_name = {log_name}
 log_address = {swift_dir}/no-syslog
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl \
-s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:{memcached_port}
+"""
+_PROXY_FILTERS = "".join(
+    f"\n[filter:{name}]\nuse = egg:swift#{egg}\n"
+    for name, egg in (
+        ("catch_errors", "catch_errors"),
+        ("gatekeeper", "gatekeeper"),
+        ("healthcheck", "healthcheck"),
+        ("proxy-logging", "proxy_logging"),
+        ("listing_formats", "listing_formats"),
+        ("bulk", "bulk"),
+        ("tempurl", "tempurl"),
+        ("copy", "copy"),
+        ("slo", "slo"),
+        ("dlo", "dlo"),
+        ("versioned_writes", "versioned_writes"),
+        ("symlink", "symlink"),
+    )
+)
+
+# NOTE(ims): s3api must sit before tempauth, and slo after s3api, or s3api
+# quietly disables multipart uploads (reference/swift-s3api-notes.md).
+_PROXY_CONF = (
+    _PROXY_HEAD
+    + """
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl \
+s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [filter:tempauth]
 use = egg:swift#tempauth
@@ -110,68 +136,18 @@ user_{account}_{user_name} = {key} .admin
 use = egg:swift#s3api
 location = {region}
 max_upload_part_num = 10000
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = 127.0.0.1:{memcached_port}
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
-
-[filter:bulk]
-use = egg:swift#bulk
-
-[filter:tempurl]
-use = egg:swift#tempurl
-
-[filter:copy]
-use = egg:swift#copy
-
-[filter:slo]
-use = egg:swift#slo
-
-[filter:dlo]
-use = egg:swift#dlo
-
-[filter:versioned_writes]
-use = egg:swift#versioned_writes
-
-[filter:symlink]
-use = egg:swift#symlink
 """
-
+    + _PROXY_FILTERS
+)
 
 # A second proxy on the same ring that takes Keystone tokens (authtoken +
 # keystoneauth) instead of tempauth: for drivers that log in with Keystone v3.
-_KEYSTONE_PROXY_CONF = """\
-[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = {port}
-workers = 0
-user = {user}
-swift_dir = {swift_dir}
-log_name = proxy-keystone
-log_address = {swift_dir}/no-syslog
-
+_KEYSTONE_PROXY_CONF = (
+    _PROXY_HEAD
+    + """
 [pipeline:main]
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats \
 authtoken keystoneauth copy slo dlo proxy-logging proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
 
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
@@ -189,35 +165,9 @@ memcached_servers = 127.0.0.1:{memcached_port}
 [filter:keystoneauth]
 use = egg:swift#keystoneauth
 operator_roles = admin, member
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = 127.0.0.1:{memcached_port}
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
-
-[filter:copy]
-use = egg:swift#copy
-
-[filter:slo]
-use = egg:swift#slo
-
-[filter:dlo]
-use = egg:swift#dlo
 """
+    + _PROXY_FILTERS
+)
 
 
 def missing_keystone_middleware() -> str | None:
@@ -341,6 +291,7 @@ class SwiftServer:
         conf.write_text(
             _KEYSTONE_PROXY_CONF.format(
                 port=self.ports["proxy-keystone"],
+                log_name="proxy-keystone",
                 user=getpass.getuser(),
                 swift_dir=self.root / "etc",
                 auth_url=auth_url,
@@ -380,7 +331,7 @@ class SwiftServer:
         for kind in BACKENDS:
             text = _BACKEND_CONF.format(kind=kind, port=self.ports[kind], **values)
             (swift_dir / f"{kind}-server.conf").write_text(text)
-        text = _PROXY_CONF.format(port=self.ports["proxy"], **values)
+        text = _PROXY_CONF.format(port=self.ports["proxy"], log_name="proxy-server", **values)
         (swift_dir / "proxy-server.conf").write_text(text)
         if not (swift_dir / "object.ring.gz").exists():
             # PERF(ims): one python3 process builds all three rings in ~0.3 s;

@@ -30,13 +30,7 @@ def per_project_store(server: SwiftServer, container: str, on: bool = True) -> S
 
 
 def names(conn: swiftclient.Connection, container: str) -> list[str]:
-    try:
-        _, listing = conn.get_container(container, full_listing=True)
-    except swiftclient.ClientException as ex:
-        if ex.http_status == 404:
-            return []
-        raise
-    return sorted(entry["name"] for entry in listing)
+    return sorted(backends.container_names(conn, container))
 
 
 @pytest.fixture

@@ -191,9 +191,9 @@ def leftovers(swift_up: SwiftServer, server: IMSServer) -> tuple[set[str], dict[
     """The objects in the image container, and each image's upload tokens in its segments."""
     conn = backends.swift_connection(swift_up)
     container = server.conf["swift"]["swift_store_container"]
-    names = set(backends._container_names(conn, container))
+    names = set(backends.container_names(conn, container))
     tokens: dict[str, set[str]] = {}
-    for name in backends._container_names(conn, f"{container}_segments"):
+    for name in backends.container_names(conn, f"{container}_segments"):
         match = SEGMENT.match(name)
         assert match, name
         tokens.setdefault(match["image"], set()).add(match["token"])
