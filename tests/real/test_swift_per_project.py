@@ -155,3 +155,8 @@ def test_cleanup_and_discard_reach_project_containers(swift_up: SwiftServer, bas
 
 def test_describe_says_per_project(swift_up: SwiftServer, base: str) -> None:
     assert per_project_store(swift_up, base).describe()["container_per_project"] is True
+
+
+def test_a_base_name_without_room_for_project_ids_is_refused(swift_up: SwiftServer) -> None:
+    with pytest.raises(errors.ConfigError, match="too long"):
+        per_project_store(swift_up, "c" * 119)

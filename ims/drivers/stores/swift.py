@@ -82,6 +82,8 @@ _PLAIN_PROJECT = re.compile(r"[A-Za-z0-9-]{1,128}")
 #: The container-name suffix of a project: its id, or ``~`` and a hash.
 _PROJECT_SUFFIX = r"(?:[A-Za-z0-9-]{1,128}|~[0-9a-f]{40})"
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
+#: Swift's default limit on a container name, in bytes.
+MAX_CONTAINER_NAME = 256
 
 _FOREIGN = (
     ClientException,
@@ -233,7 +235,8 @@ class SwiftStore(Store):
             "whatever swift_store_create_container_on_put says). A project id other than letters, "
             "digits and '-' (or one named 'segments') is replaced by '~' and a hash of "
             "it. Images without a project (internal data) stay in "
-            "swift_store_container. Turning this on or off later keeps every image "
+            "swift_store_container (which may then be at most 118 bytes long). "
+            "Turning this on or off later keeps every image "
             "readable: each image's location names its container. Related options: "
             "swift_store_container.",
         ),
@@ -290,6 +293,13 @@ class SwiftStore(Store):
         self.container = opts.swift_store_container
         self.segments = f"{self.container}_segments"
         self.per_project = opts.swift_store_container_per_project
+        # The longest per-project name: the container, "_", a 128-byte id, "_segments".
+        room = MAX_CONTAINER_NAME - len("_" + "x" * 128 + "_segments")
+        if self.per_project and len(self.container.encode()) > room:
+            raise errors.ConfigError(
+                reason=f"[{self.store_id}] swift_store_container is too long for "
+                f"per-project containers (at most {room} bytes)"
+            )
         self.create_container = opts.swift_store_create_container_on_put or self.per_project
         self._project_container = re.compile(re.escape(self.container) + "_" + _PROJECT_SUFFIX)
         self._views: dict[str, SwiftStore] = {}  # per-project containers, shared by views
