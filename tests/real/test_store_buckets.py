@@ -116,3 +116,39 @@ def test_filesystem_names_cannot_escape(tmp_path: Path):
     for bad in ("..", ".hidden", "a/b", ""):
         with pytest.raises(errors.Forbidden):
             store.open_bucket(bad)
+
+
+@pytest.mark.parametrize("kind", backends.OBJECT_DRIVERS)
+def test_delete_removes_a_dead_writers_upload(kind, server, new_bucket):
+    """An export whose worker died left an unfinished upload: delete takes it."""
+    bucket = new_bucket()
+    name, other = "exports/disk.qcow2", "exports/disk.qcow2/inner"
+    if kind == "s3":
+        client = backends.s3_client(server)
+        for key in (name, other):
+            upload = client.create_multipart_upload(Bucket=bucket.bucket, Key=key)["UploadId"]
+            client.upload_part(
+                Bucket=bucket.bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * MiB
+            )
+
+        def left() -> list[str]:
+            found = client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads", [])
+            return sorted(upload["Key"] for upload in found)
+    else:
+        conn = backends.swift_connection(server)
+        segments = f"{bucket.bucket}_segments"
+        conn.put_container(segments)
+        for key in (name, other):
+            token = uuid.uuid4().hex
+            for number in range(2):
+                conn.put_object(segments, f"{key}/{token}/{number:08d}", b"x" * 100)
+
+        def left() -> list[str]:
+            names = backends.container_names(conn, segments)
+            return sorted({segment.rsplit("/", 2)[0] for segment in names})
+
+    assert left() == [name, other]
+    bucket.delete(name)  # no object, only the upload: no DataNotFound
+    assert left() == [other]
+    with pytest.raises(errors.DataNotFound):
+        bucket.delete(name)

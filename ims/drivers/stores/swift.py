@@ -76,7 +76,8 @@ MAX_BACKOFF = 4
 #: Idle connections kept for reuse.
 MAX_IDLE = 16
 TOKEN_META = "X-Object-Meta-Ims-Segments"
-_SEGMENT_RE = re.compile(r"^(?P<object>[^/]+)/(?P<token>[0-9a-f]{32})/\d{8}$")
+# Users' objects (in buckets) may hold "/": the token and number end the name.
+_SEGMENT_RE = re.compile(r"^(?P<object>.+)/(?P<token>[0-9a-f]{32})/\d{8}$")
 #: A project id used as it is in a container name; others are hashed.
 _PLAIN_PROJECT = re.compile(r"[A-Za-z0-9-]{1,128}")
 #: The container-name suffix of a project: its id, or ``~`` and a hash.
@@ -786,7 +787,8 @@ class SwiftStore(Store):
 
     def discard_partial(self, image_id: str, owner: str | None = None) -> int:
         """Delete the segments of ``image_id`` that its manifest does not claim."""
-        return self._view(self._container_for(owner))._discard_unclaimed(f"{image_id}/")
+        view = self._view(self._container_for(owner))
+        return view._discard_unclaimed(f"{image_id}/", only=image_id)
 
     def _project_containers(self) -> Iterator[str]:
         """Yield the per-project containers that have a segments container."""
@@ -802,12 +804,18 @@ class SwiftStore(Store):
                     yield main
             marker = page[-1]["name"]
 
-    def _discard_unclaimed(self, prefix: str) -> int:
+    def _discard_unclaimed(self, prefix: str, only: str | None = None) -> int:
         """Delete segment groups under ``prefix`` that no manifest claims and no
-        upload of this process is writing; return how many groups."""
+        upload of this process is writing; return how many groups.
+
+        With ``only``, just the groups of that object (a prefix "a/" also
+        covers a user's "a/b").
+        """
         removed = 0
         with self._mapped():
             for (image_id, token), names in list(self._segment_groups(prefix)):
+                if only is not None and image_id != only:
+                    continue
                 with self._active_lock:
                     if token in self._active:
                         continue
@@ -898,7 +906,14 @@ class _SwiftBucket(ObjectBucket):
         return self.view._put_name(name, chunks, size_hint, f"Object {self.bucket}:{name}")[0]
 
     def delete(self, name: str) -> None:
-        self.view._delete_name(name, f"{self.bucket}:{name}")
+        # A writer that died (an export's worker) leaves unclaimed segments.
+        try:
+            self.view._delete_name(name, f"{self.bucket}:{name}")
+        except errors.DataNotFound:
+            if not self.view._discard_unclaimed(f"{name}/", only=name):
+                raise
+            return
+        self.view._discard_unclaimed(f"{name}/", only=name)
 
 
 def _put_iter(
