@@ -60,7 +60,7 @@ from ims import errors
 from ims.context import RequestContext
 from ims.core import native_quotas, objectstore, pipe, streams
 from ims.core import status as st
-from ims.core.image_data import parse_size
+from ims.core.image_data import hashes_for, parse_size, settle_md5
 from ims.core.images import ImageService
 from ims.core.jobs import INIT, RUNNING, JobContext, JobFailed, JobService
 from ims.core.objectstore import ObjectRef, ObjectStorage, RangedFile
@@ -941,11 +941,11 @@ class ImagingService:
         progress = _Progress(jctx, low + (high - low) * 0.02, high - (high - low) * 0.02, "")
         as_is = fmt == "iso" or item["quick"]
         target = fmt if as_is else self.internal
-        hashes = streams.Hashes(self.conf.hashing_algorithm)
         with _job_errors(), self._temp_dir(jctx) as tmpdir:
             if as_is:
                 # Quick import and ISO: the bytes as they are, fetched in one stream.
                 progress.task = "UploadImageFileTask"
+                hashes = hashes_for(store, size, self.conf.hashing_algorithm)
                 stages = [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
                 with contextlib.closing(bucket.get(ref.name)) as data:
                     stored = store.add(
@@ -953,9 +953,10 @@ class ImagingService:
                     )
             else:
                 progress.task = "ConvertImageFileTask"
-                stages = [streams.SizeLimit(self.size_cap), hashes]
                 with _ProgressReader(registry.get(fmt).open(source), progress) as reader:
                     data, hint = self._converted(reader, target, self.internal_options, tmpdir)
+                    hashes = hashes_for(store, hint, self.conf.hashing_algorithm)
+                    stages = [streams.SizeLimit(self.size_cap), hashes]
                     with contextlib.closing(data):
                         stored = store.add(
                             image_id, streams.through(data, stages), hint, owner=owner
@@ -1048,6 +1049,7 @@ class ImagingService:
         properties: dict[str, str],
     ) -> None:
         try:
+            settle_md5(hashes, store, stored)
             with self.db.session() as session:
                 db.location_add(session, image_id, store.store_id, stored.url)
                 db.image_update(
@@ -1145,13 +1147,18 @@ class ImagingService:
             )
             store = self.stores.get(loc.store)
             size = source.size if source.size is not None else store.get_size(loc.url)
-            hashes = streams.Hashes(source.os_hash_algo or self.conf.hashing_algorithm)
+            hashes = hashes_for(target, size, source.os_hash_algo or self.conf.hashing_algorithm)
             progress = _Progress(jctx, 1, 98, "CopyImageTask")
             with contextlib.closing(store.get(loc.url)) as data:
                 chunks = streams.through(
                     data, [streams.SizeLimit(None, size), hashes, _CountBytes(progress, size)]
                 )
                 stored = target.add(image_id, chunks, size_hint=size, owner=image.owner)
+            try:
+                settle_md5(hashes, target, stored)
+            except BaseException:
+                _drop(target, stored.url)
+                raise
             if source.checksum and hashes.checksum != source.checksum:
                 _drop(target, stored.url)
                 raise JobFailed("The copy's checksum differs from the source's.", "IMG.0001")

@@ -33,7 +33,7 @@ from ims import errors
 from ims.context import RequestContext
 from ims.core import status as st
 from ims.core import streams, webdownload
-from ims.core.image_data import ImageDataService
+from ims.core.image_data import ImageDataService, hashes_for, settle_md5
 from ims.core.images import ImageService
 from ims.core.jobs import JobContext, JobService
 from ims.core.storefile import open_stored
@@ -356,6 +356,14 @@ class ImportService:
         if method != "copy-image":
             self._discard_writes(self.stores.get(STAGING), image_id)
 
+    def _settle_or_drop(self, hashes: streams.Hashes, store: Store, stored: StoredObject) -> None:
+        """Complete the hashes from the store; without them the copy is of no use."""
+        try:
+            settle_md5(hashes, store, stored)
+        except BaseException:
+            self._drop(store, stored)
+            raise
+
     def _discard_writes(self, store: Store, image_id: str, owner: str | None = None) -> None:
         """Remove what an attempt wrote for the image to ``store``, finished or not."""
         self._drop(store, StoredObject(url=store.url_for(image_id, owner), size=0))
@@ -405,8 +413,9 @@ class ImportService:
                 store = self.stores.user_store(store_id)
                 stages: list[Any] = [_Progress(self, task_id, "Copied")]
                 # Hash once, on the first copy that succeeds.
-                attempt = streams.Hashes(self.conf.hashing_algorithm) if hashes is None else None
-                if attempt is not None:
+                attempt = None
+                if hashes is None:
+                    attempt = hashes_for(store, staged.size, self.conf.hashing_algorithm)
                     stages.append(attempt)
                 try:
                     stored = store.add(
@@ -415,6 +424,8 @@ class ImportService:
                         staged.size,
                         owner=image.owner,
                     )
+                    if attempt is not None:
+                        self._settle_or_drop(attempt, store, stored)
                 except errors.IMSError as ex:
                     if must_all:
                         raise
@@ -459,7 +470,8 @@ class ImportService:
         failed: list[str] = []
         for store_id in targets:
             store = self.stores.user_store(store_id)
-            hashes = streams.Hashes(image.os_hash_algo or self.conf.hashing_algorithm)
+            algo = image.os_hash_algo or self.conf.hashing_algorithm
+            hashes = hashes_for(store, image.size, algo)
             try:
                 stored = store.add(
                     image_id,
@@ -469,6 +481,7 @@ class ImportService:
                     image.size,
                     owner=image.owner,
                 )
+                self._settle_or_drop(hashes, store, stored)
                 if image.checksum and hashes.checksum != image.checksum:
                     self._drop(store, stored)
                     raise errors.Invalid(f"Copy to {store_id} has a different checksum")

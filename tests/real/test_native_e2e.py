@@ -238,6 +238,28 @@ def test_native_api_end_to_end(ims, swift_up, disks, tmp_path):
     # One PUT to Swift: the checksum is Swift's ETag, which must be the data's md5.
     assert owner.image(glance_id)["checksum"] == hashlib.md5(b"\0" * 4096).hexdigest()
     assert owner.call("DELETE", f"/v2/images/{glance_id}").status_code == 204
+    # The interoperable import: staged, then imported into Swift, checksum from the ETag.
+    resp = owner.call("POST", "/v2/images", {"disk_format": "raw", "container_format": "bare"})
+    staged_id = resp.json()["id"]
+    staged = bytes(range(256)) * 64
+    resp = owner.call(
+        "PUT",
+        f"/v2/images/{staged_id}/stage",
+        data=staged,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert resp.status_code == 204, resp.text
+    resp = owner.call(
+        "POST", f"/v2/images/{staged_id}/import", {"method": {"name": "glance-direct"}}
+    )
+    assert resp.status_code == 202, resp.text
+    deadline = time.monotonic() + 60
+    while owner.image(staged_id)["status"] != "active":
+        assert time.monotonic() < deadline, owner.image(staged_id)
+        time.sleep(0.1)
+    assert owner.image(staged_id)["checksum"] == hashlib.md5(staged).hexdigest()
+    assert staged_id in stored_in(alice)
+    assert owner.call("DELETE", f"/v2/images/{staged_id}").status_code == 204
 
     # List with IMS filters (the Glance listing if this deployment has no cloudimages list).
     resp = owner.call("GET", "/v2/cloudimages", params={"__imagetype": "private"})
