@@ -28,8 +28,6 @@ rules, object names of 1-1024 characters without control characters,
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +38,7 @@ from stevedore.exception import NoMatches
 
 from ims import errors
 from ims.context import RequestContext
+from ims.core.storefile import SeekableObject
 from ims.core.stores import NAMESPACE, StoreRegistry
 from ims.drivers.stores.base import ObjectBucket, Store
 
@@ -165,7 +164,7 @@ def _object_store(
     return store
 
 
-class RangedFile(io.RawIOBase):
+class RangedFile(SeekableObject):
     """A read-only, seekable file over ranged gets, with adaptive read-ahead.
 
     Format readers read headers and tables at scattered offsets, then data
@@ -185,30 +184,15 @@ class RangedFile(io.RawIOBase):
         min_window: int = 256 * 1024,
         max_window: int = 32 * 1024 * 1024,
     ) -> None:
+        super().__init__(size)
         self._fetch = fetch
-        self._size = size
         self._min = min_window
         self._max = max_window
         self._window = min_window
-        self._pos = 0
         self._last = (-1, -1)  # the last window fetched: start, end
         self._cache: list[tuple[int, bytes]] = []
         self._ahead: tuple[int, int, Future[bytes]] | None = None
         self._pool: ThreadPoolExecutor | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
 
     def close(self) -> None:
         if self._pool is not None:

@@ -12,12 +12,13 @@ import os
 from ims.drivers.stores.base import Store
 
 
-class StoreFile(io.RawIOBase):
-    """Random reads of one stored object through ``Store.get``."""
+class SeekableObject(io.RawIOBase):
+    """A read-only file of known size whose reads become ranged gets.
 
-    def __init__(self, store: Store, url: str, size: int) -> None:
-        self._store = store
-        self._url = url
+    Subclasses implement ``readinto`` from ``self._pos``.
+    """
+
+    def __init__(self, size: int) -> None:
         self._size = size
         self._pos = 0
 
@@ -34,6 +35,15 @@ class StoreFile(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+
+class StoreFile(SeekableObject):
+    """Random reads of one stored object through ``Store.get``."""
+
+    def __init__(self, store: Store, url: str, size: int) -> None:
+        super().__init__(size)
+        self._store = store
+        self._url = url
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         want = min(len(buffer), self._size - self._pos)
