@@ -265,7 +265,7 @@ class ImportService:
             # The job's cleanup (_cleanup_job) fails the task and puts the image back.
             LOG.warning("Import task %s of image %s failed: %s", task_id, image_id, ex)
             raise
-        self._succeed(task_id, image_id, method, failed)
+        self._succeed(task_id, image_id, method, failed, told=True)
         return {}
 
     def _prepare(
@@ -344,17 +344,23 @@ class ImportService:
         if method != "copy-image":
             self._discard_writes(self.stores.get(STAGING), image_id)
 
-    def _succeed(self, task_id: str, image_id: str, method: str, failed: list[str]) -> None:
-        message = f"Import failed for stores: {', '.join(failed)}" if failed else ""
-        self._task(
-            task_id,
-            status="success",
-            result={"image_id": image_id},
-            message=message,
-            expires_at=self._expiry(utcnow()),
-        )
+    def _succeed(
+        self, task_id: str, image_id: str, method: str, failed: list[str], told: bool = False
+    ) -> None:
+        """Finish a task that succeeded; ``told``: the task already says so."""
+        if not told:
+            self._task(task_id, **self._success(image_id, failed))
         if method != "copy-image":
             self._discard_writes(self.stores.get(STAGING), image_id)
+
+    def _success(self, image_id: str, failed: list[str]) -> dict[str, Any]:
+        """The task's values once its image is imported (to some stores at least)."""
+        return {
+            "status": "success",
+            "result": {"image_id": image_id},
+            "message": f"Import failed for stores: {', '.join(failed)}" if failed else "",
+            "expires_at": self._expiry(utcnow()),
+        }
 
     def _settle_or_drop(self, hashes: streams.Hashes, store: Store, stored: StoredObject) -> None:
         """Complete the hashes from the store; without them the copy is of no use."""
@@ -453,6 +459,8 @@ class ImportService:
                     properties={LOCK: None, STAGE_HOST: None},
                     from_status=[st.IMPORTING],
                 )
+                # In the same transaction: whoever sees the image active sees the task done.
+                db.task_update(session, task_id, **self._success(image_id, failed))
         except BaseException:
             for store, stored in written:
                 self._drop(store, stored)
@@ -495,6 +503,7 @@ class ImportService:
             self._progress_props(image_id, store_id, failed, location=(store_id, stored))
         with self.db.session() as session:
             db.image_update(session, image_id, properties={LOCK: None})
+            db.task_update(session, task_id, **self._success(image_id, failed))
         return failed
 
     def _progress_props(
@@ -529,6 +538,11 @@ class ImportService:
         """
         kept: set[str] | None = set()
         dropped: list[tuple[str, str]] = []
+        failure = {
+            "status": "failure",
+            "message": reason[:1024],
+            "expires_at": self._expiry(utcnow()),
+        }
         try:
             with self.db.session() as session:
                 image = db.image_get(session, image_id)
@@ -562,15 +576,12 @@ class ImportService:
                         STAGE_HOST: None,
                     },
                 )
-        except errors.NotFound:
-            pass
-        except _NotOurs:
-            pass
+                # In the same transaction: whoever sees the image back sees the task failed.
+                db.task_update(session, task_id, **failure)
+        except (errors.NotFound, _NotOurs):
+            self._task(task_id, **failure)
         for store_id, url in dropped:
             self._drop(self.stores.get(store_id), StoredObject(url=url, size=0))
-        self._task(
-            task_id, status="failure", message=reason[:1024], expires_at=self._expiry(utcnow())
-        )
         return kept
 
     def _task(self, task_id: str, **values: Any) -> None:
