@@ -160,3 +160,14 @@ def test_describe_says_per_project(swift_up: SwiftServer, base: str) -> None:
 def test_a_base_name_without_room_for_project_ids_is_refused(swift_up: SwiftServer) -> None:
     with pytest.raises(errors.ConfigError, match="too long"):
         per_project_store(swift_up, "c" * 119)
+
+
+def test_a_base_container_named_like_segments_still_works(swift_up: SwiftServer) -> None:
+    base = f"ims-{uuid.uuid4().hex[:8]}_segments"
+    store = per_project_store(swift_up, base)
+    project = uuid.uuid4().hex
+    for owner in (None, project):
+        stored = store.add(str(uuid.uuid4()), [b"data"], 4, owner=owner)
+        assert b"".join(store.get(stored.url)) == b"data"
+        store.delete(stored.url)
+    assert not store.owns(f"swift://{base}_{project}_segments/{uuid.uuid4()}")

@@ -459,10 +459,18 @@ class SwiftStore(Store):
             return f"{self.container}_{owner}"
         return f"{self.container}_~{hashlib.sha256(owner.encode()).hexdigest()[:40]}"
 
+    def _holds_images(self, container: str) -> bool:
+        """Tell whether ``container`` is one of this store's image containers."""
+        return (
+            container == self.container or self._project_container.fullmatch(container) is not None
+        )
+
     def _is_own(self, container: str) -> bool:
-        """Tell whether ``container`` holds this store's images (or their segments)."""
+        """Tell whether ``container`` holds this store's images or their segments."""
+        if self._holds_images(container):
+            return True
         main = container.removesuffix("_segments")
-        return main == self.container or self._project_container.fullmatch(main) is not None
+        return main != container and self._holds_images(main)
 
     def _view(self, container: str) -> SwiftStore:
         """This store, working on one of its containers (shares pool and token)."""
@@ -484,8 +492,7 @@ class SwiftStore(Store):
         # APPSEC(ims): only objects of this store's containers.
         if (
             parts.scheme != "swift"
-            or parts.netloc.endswith("_segments")
-            or not self._is_own(parts.netloc)
+            or not self._holds_images(parts.netloc)
             or not name
             or "/" in name
         ):
