@@ -57,8 +57,11 @@ def hashes_for(store: Store, size: int | None, algo: str) -> streams.Hashes:
 
 
 def settle_md5(hashes: streams.Hashes, store: Store, stored: StoredObject) -> None:
-    """Give ``hashes`` the md5 the store reported, or read the data back for it."""
-    if hashes.md5 is not None:
+    """Give ``hashes`` the md5 the store reported, or read the data back for it.
+
+    Does nothing when ``hashes`` has its md5 already (computed, or settled before).
+    """
+    if hashes.has_md5:
         return
     if stored.md5 is not None:
         hashes.adopt_md5(stored.md5)

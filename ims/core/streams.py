@@ -167,6 +167,11 @@ class Hashes:
         if errors_seen:
             raise errors_seen[0]
 
+    @property
+    def has_md5(self) -> bool:
+        """True once ``checksum`` can be read: computed here, or adopted."""
+        return self.md5 is not None or self._adopted is not None
+
     def adopt_md5(self, value: str) -> None:
         """Take the md5 from elsewhere (see ``md5=False``)."""
         if self.md5 is not None:

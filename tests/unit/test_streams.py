@@ -99,3 +99,16 @@ def test_settle_md5_adopts_or_reads_back(reported: str | None) -> None:
     stored = store.add("image", streams.through(iter([data]), [hashes]), len(data))
     settle_md5(hashes, store, stored)
     assert hashes.checksum == md5
+
+
+def test_settle_md5_reads_back_once() -> None:
+    data = os.urandom(1000)
+    store = _ReportingStore(None)
+    hashes = streams.Hashes("sha256", md5=False)
+    stored = store.add("image", streams.through(iter([data]), [hashes]), len(data))
+    reads = []
+    original = store.get
+    store.get = lambda *args, **kw: reads.append(args) or original(*args, **kw)  # type: ignore[method-assign]
+    settle_md5(hashes, store, stored)
+    settle_md5(hashes, store, stored)
+    assert len(reads) == 1 and hashes.checksum == hashlib.md5(data).hexdigest()
