@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from ims import errors
 from ims.disk import registry
-from ims.disk.copy import Progress
+from ims.disk.copy import ProgressReader
 from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
 from ims.drivers.formats.base import DiskFormat
 
@@ -112,43 +112,6 @@ def _allocated(file: BinaryIO) -> int:
     """Bytes the file occupies on the host (qemu-img's actual-size)."""
     stat = os.fstat(file.fileno())
     return getattr(stat, "st_blocks", 0) * 512 or stat.st_size
-
-
-class _ProgressReader(DiskReader):
-    """Pass-through reader that reports how far a writer has read."""
-
-    def __init__(self, inner: DiskReader, progress: Progress) -> None:
-        self._inner = inner
-        self._progress = progress
-        self.virtual_size = inner.virtual_size
-        # Keep the parallel reads a compressed source offers the copy pipeline.
-        self.parallel_reads = getattr(inner, "parallel_reads", 1)
-
-    def extents(self) -> Iterator[Extent]:
-        for extent in self._inner.extents():
-            yield extent
-            if extent.zero:
-                self._progress(extent.end, self.virtual_size)
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = self._inner.read(offset, length)
-        self._progress(offset + length, self.virtual_size)
-        return data
-
-    @property
-    def direct_readinto(self) -> bool:  # type: ignore[override]
-        return self._inner.direct_readinto
-
-    @property
-    def concurrent_reads(self) -> bool:  # type: ignore[override]
-        return self._inner.concurrent_reads
-
-    def readinto(self, offset: int, buf: memoryview) -> None:
-        self._inner.readinto(offset, buf)
-        self._progress(offset + len(buf), self.virtual_size)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 class _Bar:
@@ -303,7 +266,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         reader = fmt.open(src)
         stack.callback(reader.close)
         if bar:
-            reader = _ProgressReader(reader, bar)
+            reader = ProgressReader(reader, bar)
         created = not os.path.exists(args.dst)
         try:
             with open(args.dst, "w+b") as dst:

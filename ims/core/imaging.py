@@ -68,7 +68,8 @@ from ims.core.stores import TASKS, StoreRegistry
 from ims.db import api as db
 from ims.db.job_models import Job
 from ims.disk import registry
-from ims.disk.model import DiskReader, Extent
+from ims.disk.copy import ProgressReader
+from ims.disk.model import DiskReader
 from ims.drivers.stores.base import ObjectBucket, Store
 
 LOG = logging.getLogger(__name__)
@@ -290,31 +291,6 @@ class _CountBytes:
 
     def finish(self) -> None:
         pass
-
-
-class _ProgressReader(DiskReader):
-    """A reader that tells how far into the disk the writer has read."""
-
-    def __init__(self, inner: DiskReader, progress: _Progress) -> None:
-        self.inner = inner
-        self.virtual_size = inner.virtual_size
-        self.progress = progress
-        # Keep the parallel reads a compressed source offers the copy pipeline.
-        self.parallel_reads = getattr(inner, "parallel_reads", 1)
-        self._done = 0
-
-    def extents(self) -> Iterator[Extent]:
-        return self.inner.extents()
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = self.inner.read(offset, length)
-        if offset + length > self._done:
-            self._done = offset + length
-            self.progress(self._done, self.virtual_size)
-        return data
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _code_for(ex: errors.IMSError, default: str = "IMG.0001") -> str:
@@ -953,7 +929,7 @@ class ImagingService:
                     )
             else:
                 progress.task = "ConvertImageFileTask"
-                with _ProgressReader(registry.get(fmt).open(source), progress) as reader:
+                with ProgressReader(registry.get(fmt).open(source), progress) as reader:
                     data, hint = self._converted(reader, target, self.internal_options, tmpdir)
                     hashes = hashes_for(store, hint, self.conf.hashing_algorithm)
                     stages = [streams.SizeLimit(self.size_cap), hashes]
@@ -1110,7 +1086,7 @@ class ImagingService:
                 with (
                     _open_stored(store, loc.url, size) as file,
                     self._temp_dir(jctx) as tmpdir,
-                    _ProgressReader(registry.get(image.disk_format).open(file), progress) as rd,
+                    ProgressReader(registry.get(image.disk_format).open(file), progress) as rd,
                 ):
                     options = dict(WRITE_OPTIONS.get(fmt, {}))
                     name = ref.name.rsplit("/", 1)[-1]

@@ -8,10 +8,58 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ims.disk.model import BLOCK_SIZE, DiskReader
+from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
 
 #: Called with (bytes_done, bytes_total) as a copy advances.
 Progress = Callable[[int, int], None]
+
+
+class ProgressReader(DiskReader):
+    """A pass-through reader that reports how far into the disk a writer has read.
+
+    It keeps what the inner reader offers a copy (direct and concurrent
+    reads, parallel decompression), so watching a copy never slows it down.
+    Reads from several threads may finish out of order: the highest offset
+    reached is what is reported.
+    """
+
+    def __init__(self, inner: DiskReader, progress: Progress) -> None:
+        self.inner = inner
+        self.progress = progress
+        self.virtual_size = inner.virtual_size
+        self.parallel_reads = getattr(inner, "parallel_reads", 1)
+        self._done = 0
+
+    def _reached(self, end: int) -> None:
+        if end > self._done:
+            self._done = end
+            self.progress(end, self.virtual_size)
+
+    def extents(self) -> Iterator[Extent]:
+        for extent in self.inner.extents():
+            yield extent
+            if extent.zero:
+                self._reached(extent.end)
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.inner.read(offset, length)
+        self._reached(offset + length)
+        return data
+
+    @property
+    def direct_readinto(self) -> bool:  # type: ignore[override]
+        return self.inner.direct_readinto
+
+    @property
+    def concurrent_reads(self) -> bool:  # type: ignore[override]
+        return self.inner.concurrent_reads
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self.inner.readinto(offset, buf)
+        self._reached(offset + len(buf))
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def iter_blocks(
