@@ -323,6 +323,12 @@ def test_stream_parts_refuses_too_many_parts_and_sends_one_for_empty_input() -> 
     assert stream_parts(ChunkReader([]), lambda n: 10, sender.send, 1, 5, RuntimeError) == [0]
 
 
+class Short(Exception):
+    def __init__(self, got: int, wanted: int) -> None:
+        super().__init__(got, wanted)
+        self.got, self.wanted = got, wanted
+
+
 class Ranges:
     """An object to fetch ranges of, watching concurrency."""
 
@@ -353,24 +359,32 @@ class Ranges:
 @pytest.mark.parametrize("threads", [1, 4])
 def test_read_ranges_in_order_within_bounds(threads: int) -> None:
     ranges = Ranges(100_000)
-    pieces = list(read_ranges(ranges.fetch, 1000, 95_001, 7000, threads))
+    pieces = list(read_ranges(ranges.fetch, 1000, 95_001, 7000, threads, Short))
     assert b"".join(pieces) == ranges.data[1000:95_001]
     assert all(len(piece) <= 7000 for piece in pieces)
     assert ranges.most_open <= threads
-    assert list(read_ranges(ranges.fetch, 10, 10, 7000, threads)) == []
+    assert list(read_ranges(ranges.fetch, 10, 10, 7000, threads, Short)) == []
 
 
 def test_read_ranges_raises_the_fetch_error() -> None:
     ranges = Ranges(100_000, fail_at=21_000)
     with pytest.raises(ConnectionError):
-        for _ in read_ranges(ranges.fetch, 0, 100_000, 7000, 2):
+        for _ in read_ranges(ranges.fetch, 0, 100_000, 7000, 2, Short):
             pass
+    assert ranges.open == 0
+
+
+def test_read_ranges_a_short_range_raises() -> None:
+    ranges = Ranges(50_000)  # the object ends before the 70,000 bytes asked for
+    with pytest.raises(Short) as info:
+        b"".join(read_ranges(ranges.fetch, 0, 70_000, 7000, 2, Short))
+    assert (info.value.got, info.value.wanted) == (1000, 7000)
     assert ranges.open == 0
 
 
 def test_read_ranges_left_early_fetches_no_more() -> None:
     ranges = Ranges(1_000_000)
-    stream = read_ranges(ranges.fetch, 0, 1_000_000, 1000, 3)
+    stream = read_ranges(ranges.fetch, 0, 1_000_000, 1000, 3, Short)
     assert len(next(stream)) == 1000
     stream.close()
     assert ranges.open == 0

@@ -387,23 +387,32 @@ def read_ranges(
     stop: int,
     range_size: int,
     threads: int,
+    short: Callable[[int, int], BaseException],
 ) -> Iterator[bytes]:
     """Yield bytes ``start`` to ``stop`` of an object, fetched as ranges ``threads`` at a time.
 
     ``fetch(first, end)`` returns bytes ``first`` to ``end`` (exclusive) in one
-    request, in a worker thread. Ranges come back in order; while the caller
-    handles one, the next ``threads`` are on their way, so memory stays
-    within ``(threads + 1) × range_size``. Leaving the iterator early cancels
-    what has not started and waits for what has.
+    request, in a worker thread. A range that comes back short (a large
+    object whose segment vanished ends early) raises ``short(got, wanted)``.
+    Ranges come back in order; while the caller handles one, the next
+    ``threads`` are on their way, so memory stays within ``(threads + 1) ×
+    range_size``. Leaving the iterator early cancels what has not started and
+    waits for what has.
     """
     offsets = iter(range(start, stop, range_size))
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ims-range")
     pending: collections.deque[Future[bytes]] = collections.deque()
 
+    def checked(first: int, end: int) -> bytes:
+        data = fetch(first, end)
+        if len(data) != end - first:
+            raise short(len(data), end - first)
+        return data
+
     def submit() -> None:
         first = next(offsets, None)
         if first is not None:
-            pending.append(pool.submit(fetch, first, min(first + range_size, stop)))
+            pending.append(pool.submit(checked, first, min(first + range_size, stop)))
 
     try:
         for _ in range(threads):

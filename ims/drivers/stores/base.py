@@ -126,6 +126,12 @@ class Store(abc.ABC):
         """
         return self.url_prefix() + image_id
 
+    def _short(self, url: str, got: int, wanted: int) -> errors.IMSError:
+        """The error for a read of ``url`` that gave ``got`` of the ``wanted`` bytes."""
+        return errors.StoreUnavailable(
+            store=self.store_id, reason=f"{url} ended after {got} of {wanted} bytes"
+        )
+
     def cleanup(self) -> int:
         """Remove leftovers of interrupted writes; return how many."""
         return 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import http.client
 import logging
 import threading
@@ -452,15 +453,11 @@ class S3Store(Store):
                     Bucket=self.bucket, Key=key, Range=f"bytes={first}-{end - 1}"
                 )["Body"]
                 with contextlib.closing(body):
-                    data = body.read()
-            if len(data) != end - first:
-                raise errors.StoreUnavailable(
-                    store=self.store_id,
-                    reason=f"{url} ended at {first + len(data)} instead of {end}",
-                )
-            return data
+                    return body.read()
 
-        return read_ranges(fetch, start, stop, READ_RANGE, self.threads)
+        return read_ranges(
+            fetch, start, stop, READ_RANGE, self.threads, functools.partial(self._short, url)
+        )
 
     def _stream(self, body: Any, url: str) -> Iterator[bytes]:
         with self._mapped(url):

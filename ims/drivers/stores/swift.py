@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import http.client
 import io
@@ -714,16 +715,11 @@ class SwiftStore(Store):
         def fetch(first: int, end: int) -> bytes:
             headers = {"Range": f"bytes={first}-{end - 1}"}
             with self._mapped(url), self._pool.connection() as conn:
-                _, body = conn.get_object(self.container, name, headers=headers)
-            if len(body) != end - first:
-                # A large object whose segment vanished ends early.
-                raise errors.StoreUnavailable(
-                    store=self.store_id,
-                    reason=f"{url} ended at {first + len(body)} instead of {end}",
-                )
-            return body
+                return conn.get_object(self.container, name, headers=headers)[1]
 
-        return read_ranges(fetch, start, stop, READ_RANGE, self.threads)
+        return read_ranges(
+            fetch, start, stop, READ_RANGE, self.threads, functools.partial(self._short, url)
+        )
 
     def _stream(
         self, conn: swift_client.Connection, body: Any, expected: int | None, url: str
@@ -737,10 +733,7 @@ class SwiftStore(Store):
                     yield chunk
                 if expected is not None and received != expected:
                     # A large object whose segment vanished ends early.
-                    raise errors.StoreUnavailable(
-                        store=self.store_id,
-                        reason=f"{url} ended after {received} of {expected} bytes",
-                    )
+                    raise self._short(url, received, expected)
             complete = True
         finally:
             if not complete:
