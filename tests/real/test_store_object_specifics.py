@@ -185,3 +185,17 @@ def test_swift_refuses_more_data_than_announced(swift_up: SwiftServer, tmp_path:
     with pytest.raises(errors.Invalid):
         store.add(str(uuid.uuid4()), chunked(data, 256 * 1024), MiB)
     assert contents(store, swift_up) == []
+
+
+def test_swift_large_object_missing_a_segment_fails_the_read(
+    swift_up: SwiftServer, tmp_path: Path
+) -> None:
+    store = backends.make_store("swift", swift_up, tmp_path, **LARGE["swift"])
+    stored = store.add(str(uuid.uuid4()), chunked(os.urandom(30 * MiB)), None)
+    conn = backends.swift_connection(swift_up)
+    last = backends.container_names(conn, store.segments)[-1]
+    conn.delete_object(store.segments, last)
+    with pytest.raises(errors.StoreUnavailable):
+        b"".join(store.get(stored.url))  # ranged reads, several at once
+    with pytest.raises(errors.StoreUnavailable):
+        b"".join(store.get(stored.url, 26 * MiB))  # one GET of the tail
