@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ims import errors
-from ims.disk.copy import iter_blocks
+from ims.disk.copy import data_windows, iter_blocks
 from ims.disk.model import DiskReader, Extent, ImageInfo
 from ims.drivers.formats.base import DiskFormat
 
@@ -244,36 +244,6 @@ def _run_on_threads(run: Callable[[], None], threads: int) -> None:
         thread.start()
     for thread in started:
         thread.join()
-
-
-def data_windows(
-    reader: DiskReader, window: int
-) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
-    """Yield ``(start, length, ranges)`` for each ``window``-aligned window holding data.
-
-    ``ranges`` are the ``(offset, length)`` data parts inside the window, in
-    order; the rest of the window reads as zeros. Windows without data are
-    skipped. The last window may be short.
-    """
-    size = reader.virtual_size
-    current = -1
-    ranges: list[tuple[int, int]] = []
-    for extent in reader.extents():
-        if extent.zero or extent.length == 0:
-            continue
-        pos = extent.offset
-        end = min(extent.end, size)
-        while pos < end:
-            start = pos - pos % window
-            stop = min(end, start + window)
-            if start != current:
-                if ranges:
-                    yield current, min(window, size - current), ranges
-                current, ranges = start, []
-            ranges.append((pos, stop - pos))
-            pos = stop
-    if ranges:
-        yield current, min(window, size - current), ranges
 
 
 def fill_window(

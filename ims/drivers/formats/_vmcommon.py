@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from ims import errors
+from ims.disk.copy import data_windows
 from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
 
 MiB = 1 << 20
@@ -294,40 +295,19 @@ def iter_data_windows(reader: DiskReader, window: int) -> Iterator[tuple[int, by
     Windows without any data extent are skipped; parts of a window that are
     zero extents come out as zeros. The last window may be short.
     """
-    size = reader.virtual_size
-    pending: int | None = None
-    pieces: list[tuple[int, int]] = []
-
-    def assemble(w: int) -> bytes:
-        wlen = min(window, size - w)
-        if len(pieces) == 1 and pieces[0] == (w, w + wlen):
-            return reader.read(w, wlen)
+    for start, length, ranges in data_windows(reader, window):
+        if ranges == [(start, length)]:
+            yield start, reader.read(start, length)
+            continue
         # One join rather than filling a fresh bytearray (see MappedReader.read).
         parts: list[bytes | memoryview] = []
-        pos = w
-        for start, end in pieces:
-            parts.extend(zero_pieces(start - pos))
-            parts.append(reader.read(start, end - start))
-            pos = end
-        parts.extend(zero_pieces(w + wlen - pos))
-        return b"".join(parts)
-
-    for ext in reader.extents():
-        if ext.zero or ext.length == 0:
-            continue
-        pos = ext.offset
-        end = min(ext.end, size)
-        while pos < end:
-            w = pos - pos % window
-            piece_end = min(end, w + window)
-            if pending is not None and w != pending:
-                yield pending, assemble(pending)
-                pieces = []
-            pending = w
-            pieces.append((pos, piece_end))
-            pos = piece_end
-    if pending is not None:
-        yield pending, assemble(pending)
+        pos = start
+        for offset, size in ranges:
+            parts.extend(zero_pieces(offset - pos))
+            parts.append(reader.read(offset, size))
+            pos = offset + size
+        parts.extend(zero_pieces(start + length - pos))
+        yield start, b"".join(parts)
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ import pytest
 from qemu_family_samples import MemDisk, pattern_disk, read_all
 
 from ims import errors
+from ims.disk.copy import data_windows
 from ims.drivers.formats import _qemu
 from ims.drivers.formats.qcow2 import Qcow2Format
 from ims.drivers.formats.raw import RawFormat
@@ -104,7 +105,7 @@ def test_data_windows_cover_the_data():
     disk = pattern_disk(5 * MiB + 777, seed=9, grain=4096)
     reader = MemDisk(disk, grain=4096)
     rebuilt = bytearray(len(disk))
-    for start, length, ranges in _qemu.data_windows(reader, MiB):
+    for start, length, ranges in data_windows(reader, MiB):
         assert start % MiB == 0 and length == min(MiB, len(disk) - start)
         view = memoryview(bytearray(length))
         _qemu.fill_window(reader, start, ranges, view)
