@@ -20,6 +20,7 @@ from typing import BinaryIO
 from ims import errors
 from ims.disk.copy import data_windows
 from ims.disk.model import BLOCK_SIZE, DiskReader, Extent
+from ims.drivers.formats._qemu import fill_zero
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -207,10 +208,7 @@ class MappedReader(DiskReader):
             if host >= 0:
                 self.source.readinto(piece, host)
             else:
-                for zero in zero_pieces(glen):
-                    n = len(zero)
-                    piece[:n] = zero
-                    piece = piece[n:]
+                fill_zero(piece)
             pos += glen
 
 
