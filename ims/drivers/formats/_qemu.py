@@ -190,6 +190,15 @@ def _iter_pieces(reader: DiskReader, block_size: int) -> Iterator[tuple[int, int
             pos += length
 
 
+def copies_on_threads(reader: DiskReader) -> bool:
+    """Tell whether a copy should read ``reader`` on threads of its own (``copy_pieces``).
+
+    Only for readers that allow concurrent positional reads and do not
+    decompress on threads already (those go through ``prefetch_blocks``).
+    """
+    return reader.concurrent_reads and int(getattr(reader, "parallel_reads", 1)) <= 1
+
+
 def copy_pieces(
     reader: DiskReader,
     work: Callable[[int, memoryview], None],

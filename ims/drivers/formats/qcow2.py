@@ -839,8 +839,7 @@ class _Writer:
 
     def run(self, reader: DiskReader) -> None:
         packed = self.opts["compress"]
-        serial_source = int(getattr(reader, "parallel_reads", 1)) <= 1
-        if not packed and self.sink.fd is not None and reader.concurrent_reads and serial_source:
+        if not packed and self.sink.fd is not None and _qemu.copies_on_threads(reader):
             # Positional writes: threads copy windows while clusters are
             # still allocated in disk order, so the layout is the serial one.
             window = max(_qemu.COPY_BLOCK, self.cs)

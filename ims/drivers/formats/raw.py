@@ -155,7 +155,7 @@ class RawFormat(DiskFormat):
         if fd is not None:
             out.flush()
         size = reader.virtual_size
-        if fd is not None and reader.concurrent_reads and _serial_reads(reader):
+        if fd is not None and _qemu.copies_on_threads(reader):
             # Positional writes: every thread copies its own pieces.
             _qemu.copy_pieces(
                 reader,
@@ -191,11 +191,6 @@ class RawFormat(DiskFormat):
             blocks.close()
         if sparse:
             _finish_sparse(out, start, size)
-
-
-def _serial_reads(reader: DiskReader) -> bool:
-    """Tell whether a source does not decompress on threads of its own."""
-    return int(getattr(reader, "parallel_reads", 1)) <= 1
 
 
 def _write_piece(fd: int, start: int, lock: threading.Lock, offset: int, data: memoryview) -> None:
