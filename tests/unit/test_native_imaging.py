@@ -10,7 +10,6 @@ import datetime
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ims.core import imaging
 from ims.db.job_models import Job
 from ims.disk import registry
 from tests.conftest import Client
+from tests.unit.native_support import wait_job
 
 MiB = 1024 * 1024
 BUCKET = "p1-images"
@@ -80,14 +80,7 @@ class Env:
 
     def wait(self, job_id: str, client: Client | None = None, timeout: float = 60) -> dict:
         client = client or self.owner
-        deadline = time.monotonic() + timeout
-        while True:
-            resp = client.get(f"/v1/{client.headers['X-Project-Id']}/jobs/{job_id}")
-            assert resp.status_code == 200, resp.text
-            if resp.json["status"] in ("SUCCESS", "FAIL"):
-                return resp.json
-            assert time.monotonic() < deadline, resp.json
-            time.sleep(0.05)
+        return wait_job(client, client.headers["X-Project-Id"], job_id, timeout)
 
     def image(self, image_id: str, client: Client | None = None) -> dict:
         resp = (client or self.owner).get(f"/v2/images/{image_id}")
